@@ -1,0 +1,152 @@
+"""Audit exports: JSONL or CSV, streamed in constant memory, with a digest and a manifest.
+
+An export is bounded by the chain heads seen when it starts, so the rows (append-only)
+are the same on every pass: the HTTP export hashes one pass for `X-Audit-Digest` and
+streams the next.
+"""
+
+import csv
+import hashlib
+import io
+import json
+
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.models import AuditChain, AuditEvent
+
+CSV_COLUMNS = ["id", "workspace", "seq", "occurred_at", "actor_type", "actor_id", "actor_label", "action",
+               "object_type", "object_id", "object_repr", "before", "after", "request_id", "ip", "prev_hash", "hash"]
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def event_dict(event: AuditEvent) -> dict:
+    return {
+        "id": event.id,
+        "workspace": event.workspace_id,
+        "seq": event.seq,
+        "occurred_at": event.occurred_at.isoformat(),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "object_repr": event.object_repr,
+        "before": event.before,
+        "after": event.after,
+        "request_id": event.request_id,
+        "ip": event.ip,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def escape_cell(value) -> str:
+    """Spreadsheet formula injection guard: a cell starting with = + - @ is prefixed with '."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def bounded_queryset(*, workspace=None, since=None, until=None, action=None, actor=None):
+    """Events in range, bounded by the current chain heads, in chain order."""
+    qs = AuditEvent.objects.all()
+    if workspace is not None:
+        qs = qs.filter(workspace=workspace)
+        heads = {str(workspace.pk): AuditChain.objects.filter(key=str(workspace.pk)).values_list("last_seq", flat=True).first() or 0}
+    else:
+        heads = dict(AuditChain.objects.values_list("key", "last_seq"))
+    if since:
+        qs = qs.filter(occurred_at__gte=since)
+    if until:
+        qs = qs.filter(occurred_at__lt=until)
+    if action:
+        qs = qs.filter(action=action)
+    if actor:
+        qs = _actor_filter(qs, actor)
+    from django.db.models import Q
+
+    bound = Q()
+    for key, last in heads.items():
+        bound |= Q(chain=key, seq__lte=last)
+    qs = qs.filter(bound) if heads else qs.none()
+    return qs.order_by("chain", "seq"), heads
+
+
+def _actor_filter(qs, actor):
+    from django.db.models import Q
+
+    kind, _, ident = actor.partition(":")
+    if ident and kind in ("user", "api_key", "system"):
+        return qs.filter(Q(actor_type=kind) & (Q(actor_id=ident) | Q(actor_label=ident)))
+    return qs.filter(Q(actor_id=actor) | Q(actor_label=actor))
+
+
+def iter_chunks(queryset, fmt: str, chunk_size: int = 2000):
+    """Yields encoded byte chunks of the export body."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    rows = 0
+    parts = []
+    for event in queryset.iterator(chunk_size=chunk_size):
+        data = event_dict(event)
+        if fmt == "csv":
+            writer.writerow([escape_cell(data[c]) for c in CSV_COLUMNS])
+        else:
+            parts.append(json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n")
+        rows += 1
+        if rows % chunk_size == 0:
+            yield _drain(fmt, parts, buffer if fmt == "csv" else None)
+    tail = _drain(fmt, parts, buffer if fmt == "csv" else None)
+    if tail:
+        yield tail
+
+
+def _drain(fmt, parts, buffer):
+    if fmt == "csv":
+        data = buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+        return data
+    data = "".join(parts).encode()
+    parts.clear()
+    return data
+
+
+def digest_and_count(queryset, fmt: str) -> tuple[str, int, int]:
+    sha = hashlib.sha256()
+    size = 0
+    for chunk in iter_chunks(queryset, fmt):
+        sha.update(chunk)
+        size += len(chunk)
+    return sha.hexdigest(), queryset.count(), size
+
+
+def chain_heads_at_end(queryset) -> dict:
+    """For each chain in the export: the last seq and hash included, so a reviewer can match `verifyaudit`."""
+    heads = {}
+    for row in queryset.order_by().values("chain").annotate(last=Max("seq")):
+        event = AuditEvent.objects.filter(chain=row["chain"], seq=row["last"]).only("hash").first()
+        heads[row["chain"]] = {"seq": row["last"], "hash": event.hash if event else None}
+    return heads
+
+
+def manifest(*, queryset, fmt, sha256, rows, filters, generated_by) -> dict:
+    return {
+        "format": fmt,
+        "rows": rows,
+        "sha256": sha256,
+        "filters": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in filters.items() if v},
+        "generated_at": timezone.now().isoformat(),
+        "generated_by": generated_by,
+        "chain_heads": chain_heads_at_end(queryset),
+    }

@@ -1,0 +1,187 @@
+"""The one writer of the audit log (`record`) and its verifier (`verify`)."""
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+from dataclasses import dataclass
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from audit import context
+from audit.models import AuditChain, AuditEvent
+
+REDACTED = "[redacted]"
+CHANGED = "[changed]"
+GENESIS = "0" * 64
+
+# Field names whose values never reach the audit log, at any depth.
+SECRET_KEYS = {
+    "credentials", "password", "secret", "api_key", "token", "hashed_key", "private_key",
+    "client_secret", "refresh_token", "secret_access_key", "server_token", "service_account_json",
+    "webhook_password", "webhook_signing_key", "webhook_verification_key", "dkim_private_key",
+}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, models.Model):
+        return str(value.pk)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def redact(value):
+    """Secret-named keys keep their presence, never their value."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if str(key).lower() in SECRET_KEYS:
+                out[key] = REDACTED if item not in (None, "", {}) else item
+            else:
+                out[key] = redact(item)
+        return out
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def snapshot(obj, *, exclude=()):
+    """A JSON-safe dict of a model instance's concrete fields and many-to-many ids, secrets redacted."""
+    data = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in exclude:
+            continue
+        data[field.name] = getattr(obj, field.attname)
+    if obj.pk is not None and not obj._state.adding:
+        for field in obj._meta.many_to_many:
+            if field.name not in exclude:
+                data[field.name] = sorted(str(pk) for pk in getattr(obj, field.name).values_list("pk", flat=True))
+    return redact(_jsonable(data))
+
+
+def diff(before: dict | None, after: dict | None):
+    """Only the keys that changed (both sides), so update events read at a glance."""
+    if not before or not after:
+        return before, after
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return {k: before.get(k) for k in keys}, {k: after.get(k) for k in keys}
+
+
+def _canonical(fields: dict) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    fields = {
+        "chain": event.chain,
+        "seq": event.seq,
+        "workspace": event.workspace_id,
+        "occurred_at": event.occurred_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+        "actor": [event.actor_type, event.actor_id, event.actor_label],
+        "action": event.action,
+        "object": [event.object_type, event.object_id, event.object_repr],
+        "before": event.before,
+        "after": event.after,
+        "request_id": event.request_id,
+        "ip": event.ip,
+        "prev_hash": event.prev_hash,
+    }
+    return hashlib.sha256(_canonical(fields)).hexdigest()
+
+
+def chain_key(workspace) -> str:
+    return str(workspace.pk) if workspace is not None else "global"
+
+
+def record(*, workspace, action, obj=None, object_type=None, object_id=None, object_repr=None,
+           before=None, after=None, actor=None) -> AuditEvent:
+    """Append one event to the workspace's chain, inside the caller's transaction.
+
+    The chain head row is locked until the caller commits, so events of one workspace
+    are strictly ordered; other workspaces' chains are not blocked.
+    """
+    actor = actor or context.current_actor()
+    key = chain_key(workspace)
+    with transaction.atomic():
+        AuditChain.objects.get_or_create(key=key, defaults={"workspace": workspace})
+        head = AuditChain.objects.select_for_update().get(key=key)
+        if obj is not None:
+            object_type = object_type or obj._meta.label_lower
+            object_id = object_id or str(obj.pk)
+            object_repr = object_repr or str(obj)
+        event = AuditEvent(
+            workspace=workspace,
+            chain=key,
+            seq=head.last_seq + 1,
+            occurred_at=timezone.now(),
+            actor_type=actor.type,
+            actor_id=actor.id,
+            actor_label=actor.label[:200],
+            action=action,
+            object_type=object_type or "",
+            object_id=str(object_id or ""),
+            object_repr=(object_repr or "")[:300],
+            before=redact(_jsonable(before)) if before is not None else None,
+            after=redact(_jsonable(after)) if after is not None else None,
+            request_id=context.current_request_id(),
+            ip=context.current_ip(),
+            prev_hash=head.last_hash or GENESIS,
+        )
+        # Round-trip through JSON so the hash covers exactly what the database returns.
+        event.before = json.loads(json.dumps(event.before)) if event.before is not None else None
+        event.after = json.loads(json.dumps(event.after)) if event.after is not None else None
+        event.hash = compute_hash(event)
+        event.save(force_insert=True)
+        AuditChain.objects.filter(pk=head.pk).update(last_seq=event.seq, last_hash=event.hash)
+    return event
+
+
+@dataclass
+class VerifyResult:
+    chain: str
+    ok: bool
+    checked: int
+    broken_seq: int | None = None
+    broken_id: str | None = None
+    problem: str = ""
+
+
+def verify(workspace=None, *, chain=None, progress=None) -> VerifyResult:
+    """Walk one chain in seq order; name the first event that is edited, missing or out of order."""
+    key = chain or chain_key(workspace)
+    expected_prev = GENESIS
+    expected_seq = 1
+    checked = 0
+    rows = AuditEvent.objects.filter(chain=key).order_by("seq").iterator(chunk_size=2000)
+    for event in rows:
+        if event.seq != expected_seq:
+            return VerifyResult(key, False, checked, expected_seq, event.id,
+                                f"event #{expected_seq} is missing (next present is #{event.seq}, id {event.id})")
+        if event.prev_hash != expected_prev:
+            return VerifyResult(key, False, checked, event.seq, event.id,
+                                f"event #{event.seq} (id {event.id}) does not follow #{event.seq - 1}: "
+                                "rows were removed or reordered")
+        if compute_hash(event) != event.hash:
+            return VerifyResult(key, False, checked, event.seq, event.id,
+                                f"event #{event.seq} (id {event.id}) was altered: its content no longer matches its hash")
+        expected_prev = event.hash
+        expected_seq += 1
+        checked += 1
+        if progress:
+            progress(1)
+    head = AuditChain.objects.filter(key=key).first()
+    if head is not None and head.last_seq != checked:
+        return VerifyResult(key, False, checked, checked + 1, None,
+                            f"the chain ends at #{checked} but its head records #{head.last_seq}: "
+                            "the latest events were removed")
+    return VerifyResult(key, True, checked)

@@ -1,0 +1,30 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+from rest_framework.routers import SimpleRouter
+
+from audit.api.views import AuditViewSet
+from mailboxes.api.views import DomainViewSet, MailboxViewSet, PoolViewSet, WarmupProfileViewSet
+from providers.api.views import ProviderViewSet
+from suppression.api.views import SuppressionViewSet
+from workspaces.api.views import WorkspaceViewSet
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("domains", DomainViewSet, basename="domain")
+router.register("providers", ProviderViewSet, basename="provider")
+router.register("mailboxes", MailboxViewSet, basename="mailbox")
+router.register("pools", PoolViewSet, basename="pool")
+router.register("warmup-profiles", WarmupProfileViewSet, basename="warmup-profile")
+router.register("suppressions", SuppressionViewSet, basename="suppression")
+router.register("audit", AuditViewSet, basename="audit")
+
+workspace = WorkspaceViewSet.as_view
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[],
+                                                 permission_classes=[AllowAny]), name="docs"),
+    path("workspace", workspace({"get": "retrieve"}), name="workspace"),
+    path("workspace/pause", workspace({"post": "pause"}), name="workspace-pause"),
+    path("workspace/resume", workspace({"post": "resume"}), name="workspace-resume"),
+    *router.urls,
+]

@@ -1,0 +1,194 @@
+import datetime as dt
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from controlplane.ids import id_field
+from workspaces.models import ScopedQuerySet, validate_timezone
+
+CHECK_STATUSES = [("unchecked", "unchecked"), ("pass", "pass"), ("warn", "warn"), ("fail", "fail"),
+                  ("unknown", "unknown")]
+
+
+class SendingDomain(models.Model):
+    workspace_lookup = "workspace"
+
+    id = id_field("dom")
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="domains")
+    name = models.CharField(max_length=253)
+    status = models.CharField(max_length=10, choices=CHECK_STATUSES, default="unchecked")
+    paused = models.BooleanField(default=False)
+    paused_reason = models.CharField(max_length=500, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    checks = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        verbose_name = "sending domain"
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="domain_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+    def records_to_publish(self):
+        """DNS records the operator should publish. DKIM keys join this list when generated."""
+        return [
+            {"type": "TXT", "name": f"_dmarc.{self.name}",
+             "value": f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{self.name}; adkim=r; aspf=r"},
+        ]
+
+
+class WarmupProfile(models.Model):
+    """A declarative ramp: `start`/`step`/`max`, or an explicit per-day `schedule` (last value holds)."""
+
+    workspace_lookup = "workspace"
+
+    id = id_field("wup")
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="warmup_profiles")
+    name = models.CharField(max_length=200)
+    start = models.PositiveIntegerField(null=True, blank=True, help_text="Sends allowed on day 1.")
+    step = models.PositiveIntegerField(null=True, blank=True, help_text="Added on each later day.")
+    max = models.PositiveIntegerField(null=True, blank=True, help_text="Never above this (blank: no ceiling but the mailbox cap).")
+    schedule = models.JSONField(null=True, blank=True, help_text="Explicit per-day allowances, e.g. [5, 10, 20]; the last value holds.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="warmup_name_unique")]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = validate_ramp(self.start, self.step, self.max, self.schedule)
+        if errors:
+            raise ValidationError(errors)
+
+    def allowance(self, day_number: int) -> int:
+        """Sends allowed on day `day_number` of warm-up (day 1 is the start date)."""
+        day_number = max(day_number, 1)
+        if self.schedule:
+            return int(self.schedule[min(day_number, len(self.schedule)) - 1])
+        value = (self.start or 0) + (self.step or 0) * (day_number - 1)
+        return min(value, self.max) if self.max is not None else value
+
+
+def validate_ramp(start, step, maximum, schedule):
+    errors = {}
+    if schedule not in (None, []):
+        if not isinstance(schedule, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in schedule
+        ):
+            errors["schedule"] = ["Must be a list of whole numbers ≥ 0, one per day."]
+        if start is not None or step is not None or maximum is not None:
+            errors["schedule"] = ["Give either a schedule or start/step/max, not both."]
+    else:
+        if start is None:
+            errors["start"] = ["Give start (and step, max) or a schedule."]
+        if step is None and start is not None:
+            errors["step"] = ["Required with start."]
+        if maximum is not None and start is not None and maximum < start:
+            errors["max"] = ["Must be at least start."]
+    return errors
+
+
+def default_window_days():
+    return [1, 2, 3, 4, 5]
+
+
+class Mailbox(models.Model):
+    workspace_lookup = "workspace"
+
+    STATUS_CHOICES = [("active", "active"), ("paused", "paused"), ("retired", "retired"), ("error", "error")]
+
+    id = id_field("mbx")
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="mailboxes")
+    domain = models.ForeignKey(SendingDomain, on_delete=models.PROTECT, related_name="mailboxes")
+    address = models.EmailField(max_length=254)
+    display_name = models.CharField(max_length=200, blank=True)
+    provider = models.ForeignKey("providers.ProviderConnection", on_delete=models.PROTECT, related_name="mailboxes")
+    daily_cap = models.PositiveIntegerField(default=30, validators=[MinValueValidator(0)])
+    weekly_cap = models.PositiveIntegerField(default=150, validators=[MinValueValidator(0)])
+    min_interval_seconds = models.PositiveIntegerField(default=60)
+    jitter_seconds = models.PositiveIntegerField(default=0, help_text="Random extra delay, up to this, between sends.")
+    send_window_days = models.JSONField(default=default_window_days, help_text="ISO weekdays, 1 = Monday.")
+    send_window_start = models.TimeField(default=dt.time(8, 0))
+    send_window_end = models.TimeField(default=dt.time(18, 0))
+    send_window_timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    warmup_profile = models.ForeignKey(WarmupProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="mailboxes")
+    warmup_started_on = models.DateField(null=True, blank=True)
+    priority = models.IntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default="active")
+    paused_reason = models.CharField(max_length=500, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "address"]
+        verbose_name_plural = "mailboxes"
+        constraints = [models.UniqueConstraint(fields=["workspace", "address"], name="mailbox_address_unique")]
+
+    def __str__(self):
+        return self.address
+
+    @property
+    def tz(self):
+        return zoneinfo.ZoneInfo(self.send_window_timezone)
+
+    @property
+    def send_window(self):
+        return {
+            "days": self.send_window_days,
+            "start": self.send_window_start.strftime("%H:%M"),
+            "end": self.send_window_end.strftime("%H:%M"),
+            "timezone": self.send_window_timezone,
+        }
+
+
+class MailboxDailyUsage(models.Model):
+    """Sends reserved or handed off by one mailbox on one local calendar day.
+
+    Written only by mailboxes.services.caps; the ISO-week figure is the sum of its days.
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mailbox", "day"], name="usage_mailbox_day_unique")]
+
+
+class Pool(models.Model):
+    workspace_lookup = "workspace"
+
+    STRATEGY_CHOICES = [("round_robin", "round robin"), ("weighted", "weighted"), ("priority", "priority")]
+
+    id = id_field("pool")
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="pools")
+    name = models.CharField(max_length=200)
+    strategy = models.CharField(max_length=20, choices=STRATEGY_CHOICES, default="round_robin")
+    workloads = models.JSONField(default=list, blank=True, help_text="Workloads routed here, e.g. [\"cold\"].")
+    mailboxes = models.ManyToManyField(Mailbox, blank=True, related_name="pools")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="pool_name_unique")]
+
+    def __str__(self):
+        return self.name
