@@ -41,7 +41,7 @@ def actor_for_user(user) -> Actor:
 
 
 def actor_for_api_key(key) -> Actor:
-    return Actor("api_key", str(key.pk), f"{key.name} ({key.prefix})")
+    return Actor("api_key", key.prefix, f"{key.name} ({key.prefix})")
 
 
 @contextlib.contextmanager

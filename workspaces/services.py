@@ -32,7 +32,7 @@ def create_api_key(*, workspace: Workspace, name: str, role: str = "sequencer") 
     if role not in dict(WorkspaceAPIKey.ROLE_CHOICES):
         raise ValueError(f"Unknown key role “{role}”; choose sequencer, reviewer or admin.")
     key, raw = WorkspaceAPIKey.objects.create_key(name=name, workspace=workspace, role=role)
-    audit.record(workspace=workspace, action="api_key.created", obj=key,
+    audit.record(workspace=workspace, action="api_key.created", obj=key, object_id=key.prefix,
                  after={"name": name, "role": role, "prefix": key.prefix})
     return key, raw
 
@@ -43,6 +43,6 @@ def revoke_api_key(*, key: WorkspaceAPIKey) -> WorkspaceAPIKey:
     if not key.revoked:
         key.revoked = True
         key.save(update_fields=["revoked"])
-        audit.record(workspace=key.workspace, action="api_key.revoked", obj=key,
+        audit.record(workspace=key.workspace, action="api_key.revoked", obj=key, object_id=key.prefix,
                      before={"revoked": False}, after={"revoked": True})
     return key

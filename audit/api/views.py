@@ -44,7 +44,7 @@ class AuditPagination(CursorPagination):
     ordering = "seq"
 
 
-class AuditViewSet(mixins.ListModelMixin, WorkspaceScopedViewSet):
+class AuditViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin):
     queryset_base = AuditEvent.objects
     serializer_class = AuditEventSerializer
     filterset_class = AuditFilter

@@ -9,7 +9,8 @@ from providers.api.views import ProviderViewSet
 from suppression.api.views import SuppressionViewSet
 from workspaces.api.views import WorkspaceViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
+router.trailing_slash = "/?"  # accept /domains and /domains/
 router.register("domains", DomainViewSet, basename="domain")
 router.register("providers", ProviderViewSet, basename="provider")
 router.register("mailboxes", MailboxViewSet, basename="mailbox")

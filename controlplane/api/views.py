@@ -49,6 +49,5 @@ class WorkspaceScopedViewSet(viewsets.GenericViewSet):
             instance.delete()
 
 
-class ListCreateRetrieveUpdate(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
-                               mixins.UpdateModelMixin, WorkspaceScopedViewSet):
+class ListCreateRetrieveUpdate(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin):
     http_method_names = ["get", "post", "patch", "head", "options"]

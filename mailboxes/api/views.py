@@ -11,16 +11,14 @@ from mailboxes.models import Mailbox, Pool, SendingDomain, WarmupProfile
 from mailboxes.services import caps, identities
 
 
-class DomainViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
-                    WorkspaceScopedViewSet):
+class DomainViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin):
     queryset_base = SendingDomain.objects
     serializer_class = DomainSerializer
     audit_name = "domain"
     filterset_fields = ["status", "paused"]
 
 
-class WarmupProfileViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
-                           WorkspaceScopedViewSet):
+class WarmupProfileViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin):
     queryset_base = WarmupProfile.objects
     serializer_class = WarmupProfileSerializer
     audit_name = "warmup_profile"

@@ -30,8 +30,7 @@ class SuppressionFilter(django_filters.FilterSet):
             return queryset.none()
 
 
-class SuppressionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
-                         WorkspaceScopedViewSet):
+class SuppressionViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin):
     queryset_base = Suppression.objects
     serializer_class = SuppressionSerializer
     filterset_class = SuppressionFilter
