@@ -1,13 +1,19 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 from rest_framework.routers import SimpleRouter
 
 from audit.api.views import AuditViewSet
+from controlplane.api.errors import handler404
 from mailboxes.api.views import DomainViewSet, MailboxViewSet, PoolViewSet, WarmupProfileViewSet
 from providers.api.views import ProviderViewSet
 from suppression.api.views import SuppressionViewSet
 from workspaces.api.views import WorkspaceViewSet
+
+
+def not_found(request, *args, **kwargs):
+    return handler404(request)
+
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # accept /domains and /domains/
@@ -22,10 +28,11 @@ router.register("audit", AuditViewSet, basename="audit")
 workspace = WorkspaceViewSet.as_view
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[],
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", authentication_classes=[],
                                                  permission_classes=[AllowAny]), name="docs"),
     path("workspace", workspace({"get": "retrieve"}), name="workspace"),
     path("workspace/pause", workspace({"post": "pause"}), name="workspace-pause"),
     path("workspace/resume", workspace({"post": "resume"}), name="workspace-resume"),
     *router.urls,
+    re_path(r"^.*$", not_found),
 ]

@@ -1,0 +1,31 @@
+SMTP = {"kind": "smtp", "name": "relay", "settings": {"host": "127.0.0.1", "port": 2525, "security": "none"},
+        "credentials": {"username": "relay-user", "password": "hunter2-very-secret"}}
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]
+
+
+def create_identities(api, *, domain="mail.acme.com", local="jane", provider_name="relay"):
+    """A domain, an SMTP provider, a warm-up profile, a mailbox and a pool through the API; returns their ids."""
+    d = api.post("/api/v1/domains", {"name": domain}, format="json")
+    assert d.status_code == 201, d.json()
+    p = api.post("/api/v1/providers", {**SMTP, "name": provider_name}, format="json")
+    assert p.status_code == 201, p.json()
+    w = api.post("/api/v1/warmup-profiles", {"name": f"ramp-{domain}", "start": 5, "step": 5, "max": 40}, format="json")
+    assert w.status_code == 201, w.json()
+    m = api.post("/api/v1/mailboxes", {"address": f"{local}@{domain}", "provider": p.json()["id"],
+                                       "daily_cap": 30, "weekly_cap": 120}, format="json")
+    assert m.status_code == 201, m.json()
+    pool = api.post("/api/v1/pools", {"name": f"cold-{domain}", "strategy": "round_robin", "workloads": ["cold"],
+                                      "mailboxes": [m.json()["id"]]}, format="json")
+    assert pool.status_code == 201, pool.json()
+    s = api.post("/api/v1/suppressions", {"value": f"nope@{domain}", "reason": "manual"}, format="json")
+    assert s.status_code == 201, s.json()
+    return {"domain": d.json()["id"], "provider": p.json()["id"], "warmup": w.json()["id"],
+            "mailbox": m.json()["id"], "pool": pool.json()["id"], "suppression": s.json()["id"]}
