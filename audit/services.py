@@ -14,6 +14,8 @@ from audit.models import AuditChain, AuditEvent
 
 REDACTED = "[redacted]"
 CHANGED = "[changed]"
+# Values that say what happened to a secret without carrying it.
+SECRET_MARKERS = {REDACTED, CHANGED, "[set]", "[none]"}
 GENESIS = "0" * 64
 
 # Field names whose values never reach the audit log, at any depth.
@@ -46,7 +48,8 @@ def redact(value):
         out = {}
         for key, item in value.items():
             if str(key).lower() in SECRET_KEYS:
-                out[key] = REDACTED if item not in (None, "", {}) else item
+                keep = item in (None, "", {}) or (isinstance(item, str) and item in SECRET_MARKERS)
+                out[key] = item if keep else REDACTED
             else:
                 out[key] = redact(item)
         return out
