@@ -6,6 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from controlplane.ids import id_field
+from providers.crypto import EncryptedJSONField
 from workspaces.models import ScopedQuerySet, validate_timezone
 
 CHECK_STATUSES = [("unchecked", "unchecked"), ("pass", "pass"), ("warn", "warn"), ("fail", "fail"),
@@ -37,11 +38,15 @@ class SendingDomain(models.Model):
         return self.name
 
     def records_to_publish(self):
-        """DNS records the operator should publish. DKIM keys join this list when generated."""
-        return [
-            {"type": "TXT", "name": f"_dmarc.{self.name}",
-             "value": f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{self.name}; adkim=r; aspf=r"},
+        """DNS records the operator should publish: every unretired DKIM key we generated, and DMARC."""
+        records = [
+            {"type": "TXT", "name": f"{key.selector}._domainkey.{self.name}", "value": key.txt_value(),
+             "strings": key.txt_chunks()}
+            for key in self.dkim_keys.all() if key.retired_at is None
         ]
+        records.append({"type": "TXT", "name": f"_dmarc.{self.name}",
+                        "value": f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{self.name}; adkim=r; aspf=r"})
+        return records
 
 
 class WarmupProfile(models.Model):
@@ -129,7 +134,9 @@ class Mailbox(models.Model):
     weight = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default="active")
     paused_reason = models.CharField(max_length=500, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="Last reservation (round-robin order).")
+    next_slot_at = models.DateTimeField(null=True, blank=True, help_text="Earliest time the next send may be paced.")
+    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -192,3 +199,40 @@ class Pool(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class DkimKey(models.Model):
+    """A DKIM signing key we generated for a domain. The private key is encrypted like credentials."""
+
+    workspace_lookup = "domain__workspace"
+
+    id = id_field("dkim")
+    domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="dkim_keys")
+    selector = models.CharField(max_length=63)
+    private_key = EncryptedJSONField(help_text="{\"pem\": ...}, encrypted at rest.")
+    public_key = models.TextField(help_text="Base64 DER SubjectPublicKeyInfo, as published in p=.")
+    key_bits = models.PositiveIntegerField(default=2048)
+    active = models.BooleanField(default=True, help_text="Signs outgoing mail. One active key per domain.")
+    retired_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain", "-created_at"]
+        verbose_name = "DKIM key"
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "selector"], name="dkim_selector_unique"),
+            models.UniqueConstraint(fields=["domain"], condition=models.Q(active=True), name="dkim_one_active"),
+        ]
+
+    def __str__(self):
+        return f"{self.selector}._domainkey.{self.domain.name}"
+
+    def txt_value(self) -> str:
+        return f"v=DKIM1; k=rsa; p={self.public_key}"
+
+    def txt_chunks(self) -> list[str]:
+        """The TXT value split into 255-byte strings, as DNS requires."""
+        value = self.txt_value()
+        return [value[i:i + 255] for i in range(0, len(value), 255)]

@@ -46,22 +46,34 @@ def update_connection(*, connection, name=None, settings=None, credentials=None)
     return connection
 
 
+def encrypted_columns():
+    """(model, field) for every column stored with EncryptedJSONField."""
+    from django.apps import apps
+
+    return [(model, field) for model in apps.get_models() for field in model._meta.concrete_fields
+            if isinstance(field, crypto.EncryptedJSONField)]
+
+
 def rotate_all_credentials(*, progress=None) -> int:
-    """Re-encrypts every stored credential with the first key of CREDENTIALS_KEYS."""
+    """Re-encrypts every stored secret (credentials, DKIM private keys) with the first key of CREDENTIALS_KEYS."""
     from django.db import connection as db
 
-    table = ProviderConnection._meta.db_table
     count = 0
     with transaction.atomic():
-        with db.cursor() as cursor:
-            cursor.execute(f"SELECT id, credentials FROM {table} WHERE credentials IS NOT NULL AND credentials <> ''")
-            rows = cursor.fetchall()
-        for pk, token in rows:
+        for model, field in encrypted_columns():
+            table, column, pk = model._meta.db_table, field.column, model._meta.pk.column
             with db.cursor() as cursor:
-                cursor.execute(f"UPDATE {table} SET credentials = %s WHERE id = %s", [crypto.rotate_token(token), pk])
-            count += 1
-            if progress:
-                progress(1)
-        audit.record(workspace=None, action="credentials.key_rotated", object_type="provider_connection",
+                cursor.execute(f"SELECT {pk}, {column} FROM {table} WHERE {column} IS NOT NULL AND {column} <> '' "
+                               f"FOR UPDATE" if db.vendor == "postgresql" else
+                               f"SELECT {pk}, {column} FROM {table} WHERE {column} IS NOT NULL AND {column} <> ''")
+                rows = cursor.fetchall()
+            for row_pk, token in rows:
+                with db.cursor() as cursor:
+                    cursor.execute(f"UPDATE {table} SET {column} = %s WHERE {pk} = %s",
+                                   [crypto.rotate_token(token), row_pk])
+                count += 1
+                if progress:
+                    progress(1)
+        audit.record(workspace=None, action="credentials.key_rotated", object_type="encrypted_secrets",
                      after={"re_encrypted": count})
     return count
