@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test bench install install-dev clean
+.PHONY: up test bench stress install install-dev clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) scripts/servers.py -- $(PY) -m pytest -m bench -s tests/bench $(PYTEST_ARGS)
+
+stress: $(VENV)/.installed-dev
+	FLOOD_PER_THREAD=500 $(PY) scripts/servers.py -- $(PY) -m pytest -n0 tests/dispatch/test_concurrency.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,7 @@
 """Real-server fixtures: PostgreSQL (pytest-django), Redis, burst RQ workers, API clients, users of every role."""
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
@@ -67,3 +69,50 @@ def redis_conn():
     conn.flushdb()
     yield conn
     conn.flushdb()
+
+
+@pytest.fixture
+def smtp_sink():
+    from tests.smtpserver import SmtpSink
+
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+    from providers import smtp
+
+    smtp.close_idle(0)
+
+
+@pytest.fixture
+def run_workers(redis_conn):
+    """Runs a burst RQ worker over every queue until nothing is left (jobs run in this process)."""
+    import django_rq
+    from rq import SimpleWorker
+
+    def run():
+        queues = [django_rq.get_queue(name) for name in ("dispatch", "default")]
+        SimpleWorker(queues, connection=redis_conn).work(burst=True)
+
+    return run
+
+
+@pytest.fixture
+def sending_setup(workspace, smtp_sink, settings):
+    """A domain, an SMTP provider pointed at the sink, three mailboxes in a round-robin cold pool."""
+    from mailboxes.models import Mailbox, Pool, SendingDomain
+    from providers.services import create_connection
+
+    settings.DISPATCH_RETRY_DELAYS = [0, 0]
+    domain = SendingDomain.objects.create(workspace=workspace, name="mail.acme.com")
+    provider = create_connection(workspace=workspace, kind="smtp", name="sink",
+                                 settings={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none"})
+    everyday = {"send_window_days": [1, 2, 3, 4, 5, 6, 7], "send_window_start": dt.time(0, 0), "send_window_end": dt.time.max,
+                "send_window_timezone": "UTC", "min_interval_seconds": 0}
+    mailboxes = [
+        Mailbox.objects.create(workspace=workspace, domain=domain, provider=provider, address=f"{name}@mail.acme.com",
+                               display_name=name.title(), daily_cap=50, weekly_cap=200, **everyday)
+        for name in ("ann", "bob", "cat")
+    ]
+    pool = Pool.objects.create(workspace=workspace, name="cold", strategy="round_robin", workloads=["cold"])
+    pool.mailboxes.set(mailboxes)
+    return {"domain": domain, "provider": provider, "mailboxes": mailboxes, "pool": pool}

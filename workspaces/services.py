@@ -24,6 +24,10 @@ def set_paused(*, workspace: Workspace, paused: bool, reason: str = "") -> Works
     workspace.save(update_fields=["paused", "paused_reason", "updated_at"])
     audit.record(workspace=workspace, action="workspace.paused" if paused else "workspace.resumed", obj=workspace,
                  before=before, after={"paused": workspace.paused, "paused_reason": workspace.paused_reason})
+    if not paused:
+        from controlplane.dispatch import enqueue_waiting
+
+        enqueue_waiting(workspace=workspace)
     return workspace
 
 

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from audit.api.views import AuditViewSet
 from controlplane.api.errors import handler404
+from controlplane.api.messages import EventFeed, MessageViewSet
 from mailboxes.api.views import DomainViewSet, MailboxViewSet, PoolViewSet, WarmupProfileViewSet
 from providers.api.views import ProviderViewSet
 from suppression.api.views import SuppressionViewSet
@@ -24,12 +25,14 @@ router.register("pools", PoolViewSet, basename="pool")
 router.register("warmup-profiles", WarmupProfileViewSet, basename="warmup-profile")
 router.register("suppressions", SuppressionViewSet, basename="suppression")
 router.register("audit", AuditViewSet, basename="audit")
+router.register("messages", MessageViewSet, basename="message")
 
 workspace = WorkspaceViewSet.as_view
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", authentication_classes=[],
                                                  permission_classes=[AllowAny]), name="docs"),
+    path("events", EventFeed.as_view(), name="events"),
     path("workspace", workspace({"get": "retrieve"}), name="workspace"),
     path("workspace/pause", workspace({"post": "pause"}), name="workspace-pause"),
     path("workspace/resume", workspace({"post": "resume"}), name="workspace-resume"),

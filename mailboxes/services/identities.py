@@ -3,7 +3,14 @@
 from django.db import transaction
 
 from audit import services as audit
+from controlplane import events
 from mailboxes.models import Mailbox, SendingDomain
+
+
+def _enqueue_waiting(**scope):
+    from controlplane.dispatch import enqueue_waiting
+
+    enqueue_waiting(**scope)
 
 
 @transaction.atomic
@@ -14,6 +21,8 @@ def pause_mailbox(*, mailbox: Mailbox, reason: str) -> Mailbox:
     mailbox.save(update_fields=["status", "paused_reason", "updated_at"])
     audit.record(workspace=mailbox.workspace, action="mailbox.paused", obj=mailbox, before=before,
                  after={"status": "paused", "paused_reason": reason})
+    events.emit(workspace=mailbox.workspace, type="mailbox.paused",
+                data={"mailbox": mailbox.pk, "address": mailbox.address, "reason": reason})
     return mailbox
 
 
@@ -25,6 +34,9 @@ def resume_mailbox(*, mailbox: Mailbox) -> Mailbox:
     mailbox.save(update_fields=["status", "paused_reason", "updated_at"])
     audit.record(workspace=mailbox.workspace, action="mailbox.resumed", obj=mailbox, before=before,
                  after={"status": "active", "paused_reason": ""})
+    events.emit(workspace=mailbox.workspace, type="mailbox.resumed",
+                data={"mailbox": mailbox.pk, "address": mailbox.address})
+    _enqueue_waiting(mailbox=mailbox)
     return mailbox
 
 
@@ -36,4 +48,6 @@ def set_domain_paused(*, domain: SendingDomain, paused: bool, reason: str = "") 
     domain.save(update_fields=["paused", "paused_reason", "updated_at"])
     audit.record(workspace=domain.workspace, action="domain.paused" if paused else "domain.resumed", obj=domain,
                  before=before, after={"paused": domain.paused, "paused_reason": domain.paused_reason})
+    if not paused:
+        _enqueue_waiting(domain=domain)
     return domain

@@ -1,0 +1,83 @@
+"""Building the message the control plane sends (contract §4.7)."""
+
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid  # noqa: F401
+
+from django.conf import settings
+from django.core import signing
+from django.utils import timezone
+
+# Headers a caller may not set: the control plane owns identity, threading ids and unsubscribe.
+RESERVED_HEADERS = {
+    "from", "to", "cc", "bcc", "sender", "reply-to-all", "message-id", "date", "subject", "list-unsubscribe",
+    "list-unsubscribe-post", "dkim-signature", "return-path", "mime-version", "content-type",
+    "content-transfer-encoding", "received",
+}
+
+UNSUBSCRIBE_SALT = "controlplane.unsubscribe"
+
+
+def unsubscribe_token(message_id: str) -> str:
+    return signing.Signer(salt=UNSUBSCRIBE_SALT).sign(message_id)
+
+
+def message_id_from_token(token: str) -> str:
+    """Raises signing.BadSignature for a forged or altered token."""
+    return signing.Signer(salt=UNSUBSCRIBE_SALT).unsign(token)
+
+
+def unsubscribe_url(message_id: str) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/u/{unsubscribe_token(message_id)}"
+
+
+def message_id_header(message) -> str:
+    return f"<{message.id}@{message.mailbox.domain.name}>"
+
+
+def _footer_text(workspace, url):
+    lines = [line for line in (workspace.sender_identification, workspace.postal_address) if line]
+    lines.append(f"Don't want to hear from us again? Unsubscribe: {url}")
+    return "\n\n--\n" + "\n".join(lines)
+
+
+def _footer_html(workspace, url):
+    from django.utils.html import escape
+
+    parts = [escape(p).replace("\n", "<br>") for p in (workspace.sender_identification, workspace.postal_address) if p]
+    parts.append(f'Don\'t want to hear from us again? <a href="{escape(url)}">Unsubscribe</a>')
+    return '<div style="margin-top:2em;font-size:12px;color:#666">' + "<br>".join(parts) + "</div>"
+
+
+def build(message, *, now=None) -> bytes:
+    """The RFC 5322 bytes (CRLF) for `message`, DKIM-signed when its domain has an active key."""
+    mailbox = message.mailbox
+    workspace = message.workspace
+    url = unsubscribe_url(message.id)
+    mime = EmailMessage(policy=SMTP)
+    mime["From"] = Address(display_name=mailbox.display_name or "", addr_spec=mailbox.address)
+    mime["To"] = message.to_address
+    mime["Subject"] = message.subject
+    mime["Date"] = format_datetime(now or timezone.now())
+    mime["Message-ID"] = message.message_id_header or message_id_header(message)
+    mime["List-Unsubscribe"] = f"<{url}>"
+    mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in (message.headers or {}).items():
+        mime[name] = value
+    text, html = message.text, message.html
+    if message.workload == "cold":
+        text += _footer_text(workspace, url)
+        if html:
+            html = html.replace("</body>", _footer_html(workspace, url) + "</body>") if "</body>" in html \
+                else html + _footer_html(workspace, url)
+    mime.set_content(text)
+    if html:
+        mime.add_alternative(html, subtype="html")
+    data = mime.as_bytes(policy=SMTP)
+    from mailboxes.dns import dkim
+
+    key = dkim.active_key(mailbox.domain_id)
+    if key is not None:
+        data = dkim.sign(data, key=key, domain_name=mailbox.domain.name) + data
+    return data

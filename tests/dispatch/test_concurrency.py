@@ -1,0 +1,113 @@
+"""Caps and idempotency hold under concurrency: many clients, one mailbox, real HTTP, real workers."""
+
+import datetime as dt
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from controlplane.models import Message
+from mailboxes.models import MailboxDailyUsage, WarmupProfile
+from workspaces import services as workspace_services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THREADS = 16
+# The full 16 × 500 flood runs with `make stress` (FLOOD_PER_THREAD=500); the suite uses a shorter one.
+PER_THREAD = int(os.environ.get("FLOOD_PER_THREAD", "40"))
+
+
+def _key(workspace):
+    return workspace_services.create_api_key(workspace=workspace, name="seq", role="sequencer")[1]
+
+
+def _flood(url, key, payload, *, threads=THREADS, per_thread=PER_THREAD):
+    session_local = threading.local()
+
+    def post(n):
+        session = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = session
+        r = session.post(url, json={**payload, "to": f"lead{n}@example.com"},
+                         headers={"Authorization": f"Api-Key {key}"}, timeout=60)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(post, range(threads * per_thread)))
+
+
+def _codes(results):
+    counts = {}
+    for status, body in results:
+        code = status if status == 202 else body["error"]["code"]
+        counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def test_daily_cap_holds_under_a_flood(live_server, workspace, sending_setup, smtp_sink, run_workers):
+    mailbox = sending_setup["mailboxes"][0]
+    results = _flood(f"{live_server.url}/api/v1/messages", _key(workspace),
+                     {"from": mailbox.address, "subject": "s", "text": "t"})
+    assert _codes(results) == {202: 50, "cap_exhausted": THREADS * PER_THREAD - 50}
+    assert all(body["error"]["next_available_at"] for status, body in results if status == 422)
+    run_workers()
+    assert len(smtp_sink.messages) == 50
+    assert MailboxDailyUsage.objects.get(mailbox=mailbox).count == 50
+
+
+def test_weekly_cap_and_warmup_ramp_hold(live_server, workspace, sending_setup, smtp_sink, run_workers):
+    weekly, ramped = sending_setup["mailboxes"][1], sending_setup["mailboxes"][2]
+    today = dt.datetime.now(dt.timezone.utc).date()
+    monday = today - dt.timedelta(days=today.isoweekday() - 1)
+    weekly.weekly_cap = 60
+    weekly.save()
+    if monday != today:
+        MailboxDailyUsage.objects.create(mailbox=weekly, day=monday, count=45)
+        expected_weekly = 15
+    else:
+        weekly.weekly_cap = 15
+        weekly.save()
+        expected_weekly = 15
+    ramped.warmup_profile = WarmupProfile.objects.create(workspace=workspace, name="ramp", start=5, step=5, max=40)
+    ramped.warmup_started_on = today - dt.timedelta(days=2)  # day 3: 15 allowed
+    ramped.save()
+    key = _key(workspace)
+    url = f"{live_server.url}/api/v1/messages"
+    first = _flood(url, key, {"from": weekly.address, "subject": "s", "text": "t"}, threads=8, per_thread=25)
+    second = _flood(url, key, {"from": ramped.address, "subject": "s", "text": "t"}, threads=8, per_thread=25)
+    assert _codes(first)[202] == expected_weekly
+    assert _codes(second)[202] == 15
+    run_workers()
+    assert len(smtp_sink.messages) == expected_weekly + 15
+
+
+def test_rotation_spreads_and_never_exceeds_pool_capacity(live_server, workspace, sending_setup, smtp_sink, run_workers):
+    for mailbox, cap in zip(sending_setup["mailboxes"], (5, 7, 9)):
+        mailbox.daily_cap = cap
+        mailbox.save()
+    results = _flood(f"{live_server.url}/api/v1/messages", _key(workspace), {"subject": "s", "text": "t"},
+                     threads=8, per_thread=10)
+    assert _codes(results) == {202: 21, "cap_exhausted": 59}
+    per_mailbox = {m.address: Message.objects.filter(mailbox=m).count() for m in sending_setup["mailboxes"]}
+    assert sorted(per_mailbox.values()) == [5, 7, 9]
+    run_workers()
+    assert len(smtp_sink.messages) == 21
+
+
+def test_concurrent_requests_with_one_idempotency_key_create_one_message(live_server, workspace, sending_setup):
+    key = _key(workspace)
+    barrier = threading.Barrier(8)
+
+    def post(_):
+        barrier.wait()
+        r = requests.post(f"{live_server.url}/api/v1/messages",
+                          json={"to": "same@example.com", "subject": "s", "text": "t"},
+                          headers={"Authorization": f"Api-Key {key}", "Idempotency-Key": "abc-1"}, timeout=30)
+        return r.status_code, r.json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(post, range(8)))
+    assert {status for status, _ in results} == {202}
+    assert len({body["id"] for _, body in results}) == 1
+    assert Message.objects.count() == 1

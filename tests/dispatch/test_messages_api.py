@@ -1,0 +1,141 @@
+"""The messages API: validation, idempotency, batch, scheduling, the event feed, nothing lost."""
+
+import datetime as dt
+
+import pytest
+
+from controlplane.models import Event, Message
+from tests.api.helpers import assert_error
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"to": "lead@example.com", "subject": "Hello", "text": "Body"}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"to": "not an address"}, "to"),
+    ({"to": "a@b"}, "to"),
+    ({"from": "stranger@mail.acme.com"}, "from"),
+    ({"subject": ""}, "subject"),
+    ({"headers": {"From": "ceo@acme.com"}}, "headers"),
+    ({"headers": {"List-Unsubscribe": "<mailto:x@y.z>"}}, "headers"),
+    ({"headers": {"X-Ok": "line\r\nBcc: evil@x.com"}}, "headers"),
+    ({"send_at": "2001-01-01T00:00:00Z"}, "send_at"),
+    ({"send_at": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31)).isoformat()}, "send_at"),
+    ({"metadata": "nope"}, "metadata"),
+    ({"pool": "pool_unknown"}, "pool"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_input_is_400_and_stores_nothing(api, sending_setup, change, field):
+    error = assert_error(api.post("/api/v1/messages", {**BODY, **change}, format="json"), 400, "validation_error")
+    assert field in error["fields"], error
+    assert Message.objects.count() == 0 and Event.objects.count() == 0
+
+
+def test_idempotent_repeat_and_conflict(api, sending_setup, smtp_sink, run_workers):
+    first = api.post("/api/v1/messages", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    again = api.post("/api/v1/messages", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert_error(api.post("/api/v1/messages", {**BODY, "subject": "Other"}, format="json", HTTP_IDEMPOTENCY_KEY="k1"),
+                 409, "idempotency_conflict")
+    run_workers()
+    assert len(smtp_sink.messages) == 1 and Message.objects.count() == 1
+
+
+def test_idempotent_rejection_is_replayed(api, sending_setup):
+    api.post("/api/v1/suppressions", {"value": BODY["to"]}, format="json")
+    first = api.post("/api/v1/messages", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k2")
+    assert_error(first, 422, "suppressed")
+    api.delete(f"/api/v1/suppressions/{api.get('/api/v1/suppressions').json()['results'][0]['id']}")
+    assert api.post("/api/v1/messages", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k2").json() == first.json()
+
+
+def test_batch_answers_each_item_in_order(api, sending_setup):
+    api.post("/api/v1/suppressions", {"value": "blocked@example.com"}, format="json")
+    items = [BODY, {**BODY, "to": "blocked@example.com"}, {**BODY, "to": "broken"}, {**BODY, "to": "b@example.com"}]
+    r = api.post("/api/v1/messages/batch", {"messages": items}, format="json")
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [res.get("status") or res["error"]["code"] for res in results] == [
+        "queued", "suppressed", "validation_error", "queued"]
+    assert "to" in results[2]["error"]["fields"]
+    too_many = api.post("/api/v1/messages/batch", {"messages": [BODY] * 1001}, format="json")
+    assert "messages" in assert_error(too_many, 400, "validation_error")["fields"]
+    assert Message.objects.count() == 2
+
+
+def test_outside_the_window_waits_as_scheduled(api, sending_setup, run_workers, smtp_sink):
+    mailbox = sending_setup["mailboxes"][0]
+    now = dt.datetime.now(dt.timezone.utc)
+    mailbox.send_window_start = dt.time(23, 59, 59) if now.hour < 23 else dt.time(0, 0)
+    mailbox.send_window_end = dt.time.max
+    mailbox.save()
+    r = api.post("/api/v1/messages", {**BODY, "from": mailbox.address}, format="json")
+    if now.hour >= 23:
+        pytest.skip("the window under test is today's last second")
+    body = r.json()
+    assert r.status_code == 202 and body["status"] == "scheduled"
+    assert body["scheduled_at"].startswith(now.date().isoformat() + "T23:59:59")
+    detail = api.get(f"/api/v1/messages/{body['id']}").json()
+    assert detail["events"][1]["type"] == "message.scheduled"
+    assert detail["events"][1]["data"]["reason"] == "send_window"
+    run_workers()
+    assert smtp_sink.messages == []
+
+
+def test_pacing_spaces_sends_from_one_mailbox(api, sending_setup):
+    mailbox = sending_setup["mailboxes"][0]
+    mailbox.min_interval_seconds = 120
+    mailbox.save()
+    times = [dt.datetime.fromisoformat(api.post("/api/v1/messages", {**BODY, "from": mailbox.address},
+                                                format="json").json()["scheduled_at"].replace("Z", "+00:00"))
+             for _ in range(3)]
+    assert (times[1] - times[0]).total_seconds() >= 120 and (times[2] - times[1]).total_seconds() >= 120
+
+
+def test_event_feed_pages_oldest_first(api, other_api, sending_setup, run_workers):
+    for n in range(3):
+        api.post("/api/v1/messages", {**BODY, "to": f"p{n}@example.com"}, format="json")
+    run_workers()
+    page = api.get("/api/v1/events", {"limit": 4}).json()
+    assert [e["type"] for e in page["results"]][:1] == ["message.accepted"]
+    assert len(page["results"]) == 4 and page["next"]
+    rest = api.get(page["next"]).json()
+    seen = page["results"] + rest["results"]
+    assert len(seen) == 6 and len({e["id"] for e in seen}) == 6
+    sent = api.get("/api/v1/events", {"type": "message.sent"}).json()["results"]
+    assert len(sent) == 3 and all(e["message"]["to"].startswith("p") for e in sent)
+    assert other_api.get("/api/v1/events").json()["results"] == []
+    assert_error(api.get("/api/v1/events", {"type": "message.teleported"}), 400, "validation_error")
+
+
+def test_redis_flush_loses_nothing(api, sending_setup, smtp_sink, run_workers, redis_conn):
+    from controlplane import dispatch
+
+    ids = [api.post("/api/v1/messages", {**BODY, "to": f"r{n}@example.com"}, format="json").json()["id"]
+           for n in range(5)]
+    redis_conn.flushall()
+    run_workers()
+    assert smtp_sink.messages == []
+    assert dispatch.reconcile()["enqueued"] == 5
+    assert dispatch.reconcile()["enqueued"] == 0  # jobs are live: nothing enqueued twice
+    run_workers()
+    assert sorted(smtp_sink.recipients()) == sorted(f"r{n}@example.com" for n in range(5))
+    assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"sent"}
+
+
+def test_expired_lease_is_released_and_sent_once(api, sending_setup, smtp_sink, run_workers, redis_conn):
+    from django.utils import timezone
+
+    from controlplane import dispatch
+
+    body = api.post("/api/v1/messages", BODY, format="json").json()
+    redis_conn.flushall()
+    # A worker claimed the message and died before handing it off.
+    Message.objects.filter(pk=body["id"]).update(status="sending", attempts=1,
+                                                 lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert dispatch.reconcile() == {"expired_leases": 1, "enqueued": 1}
+    run_workers()
+    assert smtp_sink.recipients() == ["lead@example.com"]
+    assert Message.objects.get(pk=body["id"]).status == "sent"
