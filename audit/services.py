@@ -115,9 +115,11 @@ def record(*, workspace, action, obj=None, object_type=None, object_id=None, obj
     """
     actor = actor or context.current_actor()
     key = chain_key(workspace)
-    with transaction.atomic():
-        AuditChain.objects.get_or_create(key=key, defaults={"workspace": workspace})
-        head = AuditChain.objects.select_for_update().get(key=key)
+    with transaction.atomic(savepoint=False):
+        head = AuditChain.objects.select_for_update().filter(key=key).first()
+        if head is None:
+            AuditChain.objects.get_or_create(key=key, defaults={"workspace": workspace})
+            head = AuditChain.objects.select_for_update().get(key=key)
         if obj is not None:
             object_type = object_type or obj._meta.label_lower
             object_id = object_id or str(obj.pk)

@@ -24,13 +24,12 @@ from providers.base import OutgoingMessage, PermanentError, TransientError, tran
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300
 WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
 
 
 def retry_delays():
-    return getattr(settings, "DISPATCH_RETRY_DELAYS", [30, 120, 600, 1800, 3600])
+    return settings.DISPATCH_RETRY_DELAYS
 
 
 def job_id(message_id: str, attempts: int) -> str:
@@ -52,7 +51,7 @@ def enqueue(message_id: str, when: dt.datetime | None = None, *, attempts: int =
 def _claim(message_id: str):
     now = timezone.now()
     claimed = Message.objects.filter(pk=message_id, status__in=WAITING, scheduled_at__lte=now + dt.timedelta(seconds=1)).update(
-        status="sending", lease_expires_at=now + dt.timedelta(seconds=LEASE_SECONDS), attempts=F("attempts") + 1,
+        status="sending", lease_expires_at=now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), attempts=F("attempts") + 1,
         updated_at=now,
     )
     if not claimed:

@@ -51,6 +51,10 @@ CREDENTIALS_KEYS = _credentials_keys()
 DNS_NAMESERVERS = [n.strip() for n in env("DNS_NAMESERVERS") if n.strip()]
 DNSBL_ZONES = [z.strip() for z in env("DNSBL_ZONES") if z.strip()]
 WEBHOOKS_ALLOW_PRIVATE = env("WEBHOOKS_ALLOW_PRIVATE")
+# How long a worker owns a message it is handing off before the reconciler may take it back.
+DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=300)
+# Waits between attempts after a transient provider error; after the last, fail over or fail.
+DISPATCH_RETRY_DELAYS = [int(x) for x in env.list("DISPATCH_RETRY_DELAYS", default=["30", "120", "600", "1800", "3600"])]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
