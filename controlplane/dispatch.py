@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
+# A provider's Retry-After is honoured up to this long; past it the regular retry schedule applies.
+MAX_RETRY_AFTER_SECONDS = 3600
 
 
 def retry_delays():
@@ -46,6 +48,19 @@ def enqueue(message_id: str, when: dt.datetime | None = None, *, attempts: int =
         q.enqueue_at(when, dispatch_message, message_id, job_id=ident, result_ttl=0)
     else:
         q.enqueue(dispatch_message, message_id, job_id=ident, result_ttl=0)
+
+
+def enqueue_many(items):
+    """Queues many hand-offs in one Redis round trip; `items` are (message id, when, attempts)."""
+    q = queue("dispatch")
+    now = timezone.now()
+    later = [(pk, when, attempts) for pk, when, attempts in items if when and when > now + dt.timedelta(seconds=1)]
+    due = [(pk, attempts) for pk, when, attempts in items if not (when and when > now + dt.timedelta(seconds=1))]
+    if due:
+        q.enqueue_many([q.prepare_data(dispatch_message, (pk,), job_id=job_id(pk, attempts), result_ttl=0)
+                        for pk, attempts in due])
+    for pk, when, attempts in later:
+        q.enqueue_at(when, dispatch_message, pk, job_id=job_id(pk, attempts), result_ttl=0)
 
 
 def _claim(message_id: str):
@@ -131,7 +146,8 @@ def _transient(message, exc):
     attempt = message.attempts
     on_this_mailbox = attempt - message.decision.get("attempts_before", 0)
     if on_this_mailbox <= len(delays):
-        when = timezone.now() + dt.timedelta(seconds=delays[attempt - 1])
+        wait = max(delays[attempt - 1], min(getattr(exc, "retry_after", None) or 0, MAX_RETRY_AFTER_SECONDS))
+        when = timezone.now() + dt.timedelta(seconds=wait)
         with transaction.atomic():
             Message.objects.filter(pk=message.pk).update(status="deferred", scheduled_at=when,
                                                          provider_response=exc.reply[:2000], lease_expires_at=None,

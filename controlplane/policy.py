@@ -5,6 +5,7 @@ Rejections are values (`PolicyRejection`) rendered as 422 by the API's exception
 """
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass, field
 
 from django.utils import timezone
@@ -118,16 +119,18 @@ def decide(*, workspace, request: SendRequest, now=None, exclude=()) -> Decision
         raise PolicyRejection("no_eligible_mailbox", f"No pool serves the “{request.workload}” workload; "
                               "add the workload to a pool or pass `pool` or `from`.")
     sticky = sticky_mailbox_id(workspace, request.thread_key)
-    ordered, considered, usage = rotation.candidates(pool, earliest=earliest, exclude=exclude, sticky_mailbox_id=sticky)
-    if not ordered:
+    considered, ordered = rotation.candidates(pool, earliest=earliest, exclude=exclude, sticky_mailbox_id=sticky)
+    first = next(ordered, None)
+    if first is None:
         if not considered:
             raise PolicyRejection("no_eligible_mailbox",
                                   f"Pool “{pool.name}” has no active mailbox on an unpaused domain.")
-        soonest = [t for t in (caps.next_available_at(m, earliest) for m in considered) if t]
+        soonest = [t for t in (caps.next_available_at(m, earliest)
+                               for m in Mailbox.objects.filter(pk__in=considered[:50]).select_related("warmup_profile"))
+                   if t]
         raise PolicyRejection("cap_exhausted", f"Every mailbox of pool “{pool.name}” is at its cap or outside its "
                               "send window today.", next_available_at=_iso(min(soonest) if soonest else None))
-    chosen = ordered[0]
-    mailbox = rotation.lock(chosen.pk)
+    mailbox = rotation.lock_first_free(itertools.chain([first], itertools.islice(ordered, 7)))
     if mailbox.status != "active" or mailbox.domain.paused:
         raise LostRace()
     try:
@@ -135,7 +138,7 @@ def decide(*, workspace, request: SendRequest, now=None, exclude=()) -> Decision
     except caps.NoCapacity:
         raise LostRace()
     reason = "thread_key" if sticky == mailbox.pk else f"rotation:{pool.strategy}"
-    return Decision(mailbox, pool, day, moment, reason, {**_seen(seen), "candidates": len(ordered)})
+    return Decision(mailbox, pool, day, moment, reason, {**_seen(seen), "eligible_mailboxes": len(considered)})
 
 
 def _seen(usage):

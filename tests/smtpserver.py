@@ -3,7 +3,11 @@
 import collections
 import threading
 
+import logging
+
 from aiosmtpd.controller import Controller
+
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 from scripts.servers import free_port
 

@@ -208,13 +208,14 @@ class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Retri
     def _serialize(self, message):
         return message_body(message)
 
-    def _submit(self, payload, idempotency_key):
+    def _submit(self, payload, idempotency_key, enqueue_later=None):
         body = MessageInputSerializer(data=payload, context=self.get_serializer_context())
         if not body.is_valid():
             return None, body.errors
         try:
             return intake.submit(workspace=self.workspace, data=_wire(body.validated_data),
-                                 serialize=self._serialize, idempotency_key=idempotency_key), None
+                                 serialize=self._serialize, idempotency_key=idempotency_key,
+                                 enqueue_later=enqueue_later), None
         except intake.IdempotencyConflict as exc:
             raise Conflict("idempotency_conflict", str(exc))
 
@@ -238,9 +239,17 @@ class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Retri
         batch.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key", "")[:240]
         results = []
-        for index, item in enumerate(batch.validated_data["messages"]):
+        accepted = []
+        try:
+            self._batch_items(batch.validated_data["messages"], key, results, accepted)
+        finally:
+            intake.flush_enqueue(accepted)
+        return Response({"results": results}, status=status.HTTP_200_OK)
+
+    def _batch_items(self, items, key, results, accepted):
+        for index, item in enumerate(items):
             try:
-                result, errors = self._submit(item, f"{key}#{index}" if key else "")
+                result, errors = self._submit(item, f"{key}#{index}" if key else "", enqueue_later=accepted)
             except Conflict as exc:
                 results.append({"error": {"code": "idempotency_conflict", "message": str(exc.detail)}})
                 continue
@@ -249,7 +258,6 @@ class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Retri
                                           "fields": _fields(errors)}})
             else:
                 results.append(result[1])
-        return Response({"results": results}, status=status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=MessageSerializer)
     @action(detail=True, methods=["post"])

@@ -1,9 +1,17 @@
-"""Which mailbox sends: candidates of a pool, ordered by the pool's strategy (contract §4.4)."""
+"""Which mailbox sends: candidates of a pool, ordered by the pool's strategy (contract §4.4).
+
+Candidates are ordered in SQL and checked for room a few at a time, so a pool of
+thousands of mailboxes costs about as much per send as a pool of ten.
+"""
 
 import random
 
+from django.db.models import F
+
 from mailboxes.models import Mailbox, Pool
 from mailboxes.services import caps
+
+CHUNK = 16
 
 
 def eligible(queryset):
@@ -20,29 +28,56 @@ def pool_for(workspace, *, pool=None, workload="cold"):
     return None
 
 
-def candidates(pool: Pool, *, earliest, exclude=(), sticky_mailbox_id=None):
-    """Mailboxes of the pool with room on `earliest`'s local day, best first (no locks taken)."""
-    mailboxes = list(
-        eligible(pool.mailboxes.all()).exclude(pk__in=list(exclude)).select_related("warmup_profile", "domain")
-    )
-    usage = caps.usage_for(mailboxes, earliest)
-    with_room = [m for m in mailboxes if usage[m.pk]["remaining_today"] > 0 and caps.slot_on_day(m, earliest)]
+def _ordered_ids(pool: Pool, exclude):
+    base = eligible(Mailbox.objects.filter(pools=pool)).exclude(pk__in=list(exclude))
+    if pool.strategy == "weighted":
+        rows = list(base.filter(weight__gt=0).values_list("pk", "weight"))
+        # Weighted random permutation (Efraimidis–Spirakis): heavier mailboxes tend to come first.
+        keyed = sorted(((random.random() ** (1.0 / weight), pk) for pk, weight in rows), reverse=True)
+        return [pk for _, pk in keyed]
+    order = [F("last_used_at").asc(nulls_first=True), "pk"]
     if pool.strategy == "priority":
-        ordered = sorted(with_room, key=lambda m: (-m.priority, m.last_used_at is not None, m.last_used_at or 0))
-    elif pool.strategy == "weighted":
-        ordered = _weighted_order(with_room)
-    else:
-        ordered = sorted(with_room, key=lambda m: (m.last_used_at is not None, m.last_used_at or 0))
-    if sticky_mailbox_id:
-        sticky = [m for m in ordered if m.pk == sticky_mailbox_id]
-        ordered = sticky + [m for m in ordered if m.pk != sticky_mailbox_id]
-    return ordered, mailboxes, usage
+        order = ["-priority"] + order
+    return list(base.order_by(*order).values_list("pk", flat=True))
 
 
-def _weighted_order(mailboxes):
-    """A weighted random permutation (Efraimidis–Spirakis): heavier mailboxes tend to come first."""
-    keyed = [(random.random() ** (1.0 / max(m.weight, 1)), m) for m in mailboxes if m.weight > 0]
-    return [m for _, m in sorted(keyed, key=lambda pair: pair[0], reverse=True)]
+def candidates(pool: Pool, *, earliest, exclude=(), sticky_mailbox_id=None):
+    """(ids of every eligible mailbox, a generator of those with room on `earliest`'s local day, best first).
+
+    No locks are taken here; the caller locks the one it picks.
+    """
+    ids = _ordered_ids(pool, exclude)
+    if sticky_mailbox_id in ids:
+        ids.remove(sticky_mailbox_id)
+        ids.insert(0, sticky_mailbox_id)
+
+    def generate():
+        for start in range(0, len(ids), CHUNK):
+            chunk_ids = ids[start:start + CHUNK]
+            by_id = {m.pk: m for m in Mailbox.objects.filter(pk__in=chunk_ids).select_related("warmup_profile", "domain")}
+            chunk = [by_id[pk] for pk in chunk_ids if pk in by_id]
+            usage = caps.usage_for(chunk, earliest)
+            for mailbox in chunk:
+                if usage[mailbox.pk]["remaining_today"] > 0 and caps.slot_on_day(mailbox, earliest):
+                    mailbox.usage_seen = usage[mailbox.pk]
+                    yield mailbox
+
+    return ids, generate()
+
+
+def lock_first_free(mailboxes):
+    """Locks the first mailbox no other transaction holds (SKIP LOCKED), else waits for the first one.
+
+    A transaction holds at most one mailbox lock, so intakes never deadlock on each other.
+    """
+    seen = []
+    for mailbox in mailboxes:
+        seen.append(mailbox)
+        locked = (Mailbox.objects.select_for_update(of=("self",), skip_locked=True)
+                  .select_related("warmup_profile", "domain").filter(pk=mailbox.pk).first())
+        if locked is not None:
+            return locked
+    return lock(seen[0].pk) if seen else None
 
 
 def lock(mailbox_id):

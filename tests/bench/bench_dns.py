@@ -1,0 +1,74 @@
+"""Benchmark: the daily check of 1,000 domains against a loopback name server that answers every
+query 50 ms late. Goal: under a minute.
+
+    make bench PYTEST_ARGS=tests/bench/bench_dns.py
+
+Not part of `make test`: the file name is outside pytest's `test_*.py` pattern, and it is skipped
+unless run with `-m bench`.
+"""
+
+import time
+
+import pytest
+
+from mailboxes import jobs
+from mailboxes.dns import dkim
+from mailboxes.models import DkimKey, DomainCheckRun, Mailbox, SendingDomain
+from providers.models import ProviderConnection
+from tests.dnsserver import DnsServer
+
+pytestmark = [pytest.mark.bench, pytest.mark.django_db]
+
+DOMAINS = 1000
+LATENCY = 0.05
+GOAL_SECONDS = 60
+
+
+@pytest.fixture(autouse=True)
+def _only_when_asked(request):
+    if "bench" not in (request.config.getoption("-m") or ""):
+        pytest.skip("benchmark: run with -m bench")
+
+
+@pytest.fixture
+def loopback_dns(settings):
+    server = DnsServer().start()
+    settings.DNS_NAMESERVERS = [server.nameserver]
+    settings.DNSBL_ZONES = ["dbl.test"]
+    yield server
+    server.stop()
+
+
+def test_checking_a_thousand_domains_at_50ms_per_answer(workspace, loopback_dns):
+    pem, public = dkim.generate_keypair(2048)
+    google = ProviderConnection.objects.create(workspace=workspace, kind="google_workspace", name="Google")
+    names = [f"d{i:04}.bench.test" for i in range(DOMAINS)]
+    domains = SendingDomain.objects.bulk_create([SendingDomain(workspace=workspace, name=n) for n in names])
+    DkimKey.objects.bulk_create([DkimKey(domain=d, selector="cp1", private_key={"pem": pem}, public_key=public)
+                                 for d in domains])
+    Mailbox.objects.bulk_create([Mailbox(workspace=workspace, domain=d, provider=google, address=f"jane@{d.name}")
+                                 for d in domains])
+    server = loopback_dns
+    server.add("_spf.google.com", "TXT", "v=spf1 ip4:35.190.247.0/24 ~all")
+    record = DkimKey.objects.filter(domain=domains[0]).get().txt_chunks()
+    for name in names:
+        server.add(name, "TXT", "v=spf1 include:_spf.google.com ~all")
+        server.add(f"cp1._domainkey.{name}", "TXT", record)
+        server.add(f"google._domainkey.{name}", "TXT", record)
+        server.add(f"_dmarc.{name}", "TXT", f"v=DMARC1; p=reject; rua=mailto:dmarc@{name}")
+        server.add(name, "MX", f"10 mx.{name}.")
+    server.latency = LATENCY
+
+    timings = []
+    for label in ("first run (every status changes)", "second run (nothing changes)"):
+        queries_before = server.queries
+        started = time.monotonic()
+        summary = jobs.check_all_domains(trigger="schedule")
+        elapsed = time.monotonic() - started
+        timings.append(elapsed)
+        print(f"\n{label}: {DOMAINS} domains, {server.queries - queries_before} DNS queries at "
+              f"{LATENCY * 1000:.0f} ms each, in {elapsed:.1f} s")
+        assert summary == {"checked": DOMAINS, "statuses": {"pass": DOMAINS}}
+
+    assert DomainCheckRun.objects.count() == 2 * DOMAINS
+    assert max(timings) < GOAL_SECONDS

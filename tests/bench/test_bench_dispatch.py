@@ -1,0 +1,118 @@
+"""End to end: 10,000 messages through the API → RQ → SMTP for 100 mailboxes, beside plain smtplib.
+
+Run with `make bench`. Prints both throughputs and their ratio (target ≥ 0.5).
+"""
+
+import datetime as dt
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from controlplane.models import Message
+from mailboxes.models import Mailbox, Pool, SendingDomain
+from providers.services import create_connection
+from scripts.servers import free_port, wait_for_port
+from tests.smtpserver import SmtpSink
+from workspaces import services as workspace_services
+
+pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
+
+TOTAL = int(os.environ.get("BENCH_MESSAGES", "10000"))
+MAILBOXES = 100
+BATCH = 500
+WORKERS = 2
+CLIENTS = 4
+
+
+def _mime(n):
+    return (f"From: m{n % MAILBOXES}@bench.example\r\nTo: lead{n}@example.com\r\nSubject: Hello {n}\r\n"
+            f"Message-ID: <{n}@bench.example>\r\n\r\nHi there, a short cold email body.\r\n").encode()
+
+
+def _plain_smtplib(port):
+    """The ceiling: 100 reused connections' worth of sends, from as many threads as our workers."""
+    def run(chunk):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            for n in chunk:
+                client.sendmail(f"m{n % MAILBOXES}@bench.example", [f"lead{n}@example.com"], _mime(n))
+
+    chunks = [list(range(i, TOTAL, WORKERS)) for i in range(WORKERS)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(run, chunks))
+    return time.perf_counter() - started
+
+
+def test_end_to_end_throughput(workspace, process_env, redis_conn):
+    sink = SmtpSink().start()
+    try:
+        smtplib_seconds = _plain_smtplib(sink.port)
+        sink.handler.messages.clear()
+
+        domain = SendingDomain.objects.create(workspace=workspace, name="bench.example")
+        provider = create_connection(workspace=workspace, kind="smtp", name="sink",
+                                     settings={"host": "127.0.0.1", "port": sink.port, "security": "none"})
+        mailboxes = [Mailbox(workspace=workspace, domain=domain, provider=provider, address=f"m{n}@bench.example",
+                             daily_cap=1000, weekly_cap=5000, min_interval_seconds=0,
+                             send_window_days=[1, 2, 3, 4, 5, 6, 7], send_window_start=dt.time(0, 0),
+                             send_window_end=dt.time.max, send_window_timezone="UTC") for n in range(MAILBOXES)]
+        Mailbox.objects.bulk_create(mailboxes)
+        pool = Pool.objects.create(workspace=workspace, name="cold", workloads=["cold"])
+        pool.mailboxes.set(Mailbox.objects.filter(workspace=workspace))
+        key = workspace_services.create_api_key(workspace=workspace, name="bench", role="sequencer")[1]
+
+        port = free_port()
+        web = subprocess.Popen([sys.executable, "-m", "gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
+                                "--workers", "3", "--log-level", "warning"], env=process_env,
+                               cwd=django_settings.BASE_DIR)
+        workers = [subprocess.Popen([sys.executable, "manage.py", "rqworker", "dispatch", "--burst"],
+                                    env=process_env, cwd=django_settings.BASE_DIR,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(WORKERS)]
+        try:
+            wait_for_port(port, proc=web, name="gunicorn")
+            url = f"http://127.0.0.1:{port}/api/v1/messages/batch"
+
+            def submit(start):
+                body = {"messages": [{"to": f"lead{n}@example.com", "subject": f"Hello {n}",
+                                      "text": "Hi there, a short cold email body."}
+                                     for n in range(start, min(start + BATCH, TOTAL))]}
+                r = requests.post(url, json=body, headers={"Authorization": f"Api-Key {key}"}, timeout=600)
+                r.raise_for_status()
+                return sum(1 for item in r.json()["results"] if "id" in item)
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as clients:
+                accepted = sum(clients.map(submit, range(0, TOTAL, BATCH)))
+            intake_seconds = time.perf_counter() - started
+            assert accepted == TOTAL
+            # Burst workers exit once the queue is empty; restart them until every message is sent.
+            while Message.objects.filter(status="sent").count() < TOTAL:
+                for i, w in enumerate(workers):
+                    if w.poll() is not None:
+                        workers[i] = subprocess.Popen(
+                            [sys.executable, "manage.py", "rqworker", "dispatch", "--burst"], env=process_env,
+                            cwd=django_settings.BASE_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.2)
+            total_seconds = time.perf_counter() - started
+        finally:
+            web.terminate()
+            for w in workers:
+                w.terminate()
+        assert len(sink.messages) == TOTAL
+    finally:
+        sink.stop()
+
+    ours = TOTAL / total_seconds
+    ceiling = TOTAL / smtplib_seconds
+    print(f"\nend-to-end: {TOTAL} messages, {MAILBOXES} mailboxes, {WORKERS} RQ workers, gunicorn ×3")
+    print(f"  plain smtplib     : {ceiling:8.0f} msg/s ({smtplib_seconds:.1f} s)")
+    print(f"  API intake (batch): {TOTAL / intake_seconds:8.0f} msg/s ({intake_seconds:.1f} s)")
+    print(f"  API → RQ → SMTP   : {ours:8.0f} msg/s ({total_seconds:.1f} s)")
+    print(f"  ratio             : {ours / ceiling:8.2f} (target ≥ 0.5)")
