@@ -26,6 +26,19 @@ SECRET_KEYS = {
 }
 
 
+def pseudonym(address: str) -> str:
+    """How the audit log names a recipient: recognisable to someone who knows the address
+    (`j***@acme.com`, SHA-256 prefix), never the address itself, so an erasure leaves nothing to scrub."""
+    value = (address or "").strip().lower()
+    if not value:
+        return ""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    if value.startswith("@"):
+        return value
+    local, _, domain = value.rpartition("@")
+    return f"{local[:1]}***@{domain} (sha256:{digest})"
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

@@ -95,9 +95,9 @@ def _reject(workspace, request, rejection, key, digest):
                 IdempotencyRecord.objects.create(workspace=workspace, key=key, request_hash=digest,
                                                  response_status=422, response_body=body)
             audit.record(workspace=workspace, action="message.rejected", object_type="message",
-                         object_repr=request.to,
-                         after={"to": request.to, "from": request.from_address, "workload": request.workload,
-                                "code": rejection.error_code, **rejection.details})
+                         object_repr=audit.pseudonym(request.to),
+                         after={"to": audit.pseudonym(request.to), "from": request.from_address,
+                                "workload": request.workload, "code": rejection.error_code, **rejection.details})
     except IntegrityError:
         return _replay_or_conflict(workspace, key, digest)
     return 422, body

@@ -17,6 +17,9 @@ RESERVED_HEADERS = {
 }
 
 UNSUBSCRIBE_SALT = "controlplane.unsubscribe"
+# Lines up to RFC 5322's 998 characters: a List-Unsubscribe URL has nowhere to fold, and
+# encoding it as an RFC 2047 word instead would break one-click unsubscribe in mail clients.
+OUTGOING = SMTP.clone(max_line_length=998)
 
 
 def unsubscribe_token(message_id: str) -> str:
@@ -55,7 +58,7 @@ def build(message, *, now=None) -> bytes:
     mailbox = message.mailbox
     workspace = message.workspace
     url = unsubscribe_url(message.id)
-    mime = EmailMessage(policy=SMTP)
+    mime = EmailMessage(policy=OUTGOING)
     mime["From"] = Address(display_name=mailbox.display_name or "", addr_spec=mailbox.address)
     mime["To"] = message.to_address
     mime["Subject"] = message.subject
@@ -74,7 +77,7 @@ def build(message, *, now=None) -> bytes:
     mime.set_content(text)
     if html:
         mime.add_alternative(html, subtype="html")
-    data = mime.as_bytes(policy=SMTP)
+    data = mime.as_bytes(policy=OUTGOING)
     from mailboxes.dns import dkim
 
     key = dkim.active_key(mailbox.domain_id)

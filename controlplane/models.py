@@ -3,6 +3,7 @@
 from django.db import models
 
 from controlplane.ids import id_field
+from providers.crypto import EncryptedJSONField
 from workspaces.models import ScopedQuerySet
 
 STATUS_CHOICES = [(s, s) for s in (
@@ -63,7 +64,7 @@ class Message(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.id} → {self.to_address}"
+        return self.id
 
 
 class Event(models.Model):
@@ -101,3 +102,84 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_key_unique")]
+
+
+class WebhookEndpoint(models.Model):
+    """Where a workspace wants its events: a URL, the event types it takes (empty: all) and a signing secret."""
+
+    workspace_lookup = "workspace"
+
+    id = id_field("whk")
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    event_types = models.JSONField(default=list, blank=True, help_text="Event types delivered here; empty: every type.")
+    description = models.CharField(max_length=300, blank=True)
+    secret = EncryptedJSONField(default=dict, blank=True, help_text="{\"key\": \"whsec_...\"}, encrypted at rest.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self):
+        return self.url
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+DELIVERY_STATUSES = [(s, s) for s in ("pending", "succeeded", "failed")]
+
+
+class WebhookDelivery(models.Model):
+    """One event on its way to one endpoint: retried with backoff until it succeeds or gives up."""
+
+    workspace_lookup = "endpoint__workspace"
+
+    id = id_field("whd")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    status = models.CharField(max_length=10, choices=DELIVERY_STATUSES, default="pending", db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempt_log = models.JSONField(default=list, blank=True,
+                                   help_text="Every attempt: {at, status, latency_ms, error}.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["endpoint", "-id"], name="webhook_delivery_endpoint")]
+
+    def __str__(self):
+        return f"{self.event_id} → {self.endpoint_id} ({self.status})"
+
+
+class BounceScanState(models.Model):
+    """How far the IMAP bounce reader has read one mailbox's inbox (UIDs only grow within a UIDVALIDITY)."""
+
+    workspace_lookup = "mailbox__workspace"
+
+    mailbox = models.OneToOneField("mailboxes.Mailbox", on_delete=models.CASCADE, related_name="bounce_scan")
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    bounces_found = models.PositiveIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    def __str__(self):
+        return f"{self.mailbox_id} @ {self.last_uid}"

@@ -77,7 +77,8 @@ def suppress(*, workspace, value: str, reason: str = "manual", source: str = "",
                 reason=reason, source=source[:300], note=note, created_by=context.current_actor().label[:200],
             )
             audit.record(workspace=workspace, action="suppression.created", obj=entry,
-                         after={"value": normalised, "reason": reason, "source": entry.source, "note": note})
+                         object_repr=audit.pseudonym(normalised),
+                         after={"value": audit.pseudonym(normalised), "reason": reason, "source": entry.source})
     except IntegrityError:
         return Suppression.objects.get(workspace=workspace, value_hash=digest), False
     return entry, True
@@ -86,7 +87,8 @@ def suppress(*, workspace, value: str, reason: str = "manual", source: str = "",
 @transaction.atomic
 def remove(*, entry: Suppression):
     audit.record(workspace=entry.workspace, action="suppression.deleted", obj=entry,
-                 before={"value": entry.value, "reason": entry.reason, "source": entry.source})
+                 object_repr=audit.pseudonym(entry.value) or str(entry),
+                 before={"value": audit.pseudonym(entry.value), "reason": entry.reason, "source": entry.source})
     entry.delete()
 
 

@@ -33,6 +33,7 @@ def test_send_reaches_the_smtp_server_with_the_contract_headers(api, sending_set
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsubscribe_url = parsed["List-Unsubscribe"].strip("<>")
     assert unsubscribe_url.startswith("http") and "/u/" in unsubscribe_url
+    assert f"List-Unsubscribe: <{unsubscribe_url}>\r\n".encode() in raw  # verbatim, not an encoded word
     text = parsed.get_body(("plain",)).get_content()
     assert "Acme" in text and "1 Rue de la Paix" in text and unsubscribe_url in text
     assert "Unsubscribe" in parsed.get_body(("html",)).get_content()
