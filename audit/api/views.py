@@ -63,6 +63,9 @@ class AuditViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin):
     )
     @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
     def export(self, request):
+        unknown = sorted(set(request.query_params) - {"format", "since", "until", "action", "actor"})
+        if unknown:
+            raise ValidationError({name: ["Unknown filter."] for name in unknown})
         fmt = request.query_params.get("format", "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise ValidationError({"format": ["Must be jsonl or csv."]})
@@ -70,6 +73,8 @@ class AuditViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin):
         if not filters.is_valid():
             raise ValidationError(filters.errors)
         params = {k: filters.form.cleaned_data.get(k) for k in ("since", "until", "action", "actor")}
+        if params["since"] and params["until"] and params["since"] >= params["until"]:
+            raise ValidationError({"until": ["Must be after since."]})
         queryset, _ = export.bounded_queryset(workspace=self.workspace, **params)
         sha256, rows, size = export.digest_and_count(queryset, fmt)
         with transaction.atomic():

@@ -12,6 +12,9 @@ class Command(AuditedCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--workspace", metavar="SLUG", help="Only this workspace's chain (default: every chain).")
+        parser.add_argument("--manifest", metavar="FILE",
+                            help="Also prove an export complete and unaltered: its file's SHA-256 and row count match "
+                                 "the manifest, and the manifest's chain heads are events of the intact chains.")
 
     def handle(self, *args, **options):
         if options["workspace"]:
@@ -43,6 +46,38 @@ class Command(AuditedCommand):
                 returncode=1,
             )
         self.stdout.write(f"All {len(results)} audit chain(s) intact ({sum(r.checked for r in results)} events).")
+        if options["manifest"]:
+            self.check_manifest(options["manifest"], labels)
+
+    def check_manifest(self, path, labels):
+        import hashlib
+        import json
+        import os
+
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        problems = []
+        export_file = os.path.join(os.path.dirname(os.path.abspath(path)), manifest.get("file") or "")
+        if manifest.get("file") and os.path.exists(export_file):
+            sha = hashlib.sha256()
+            with open(export_file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    sha.update(chunk)
+            if sha.hexdigest() != manifest["sha256"]:
+                problems.append(f"{manifest['file']} does not match the manifest's sha256: it was altered")
+            else:
+                self.stdout.write(f"ok      {manifest['file']}: sha256 matches the manifest")
+        else:
+            problems.append("the exported file named in the manifest is not next to it")
+        for key, head in sorted((manifest.get("chain_heads") or {}).items()):
+            stored = AuditEvent.objects.filter(chain=key, seq=head["seq"]).values_list("hash", flat=True).first()
+            if stored != head["hash"]:
+                problems.append(f"{self.label(key, labels)}: event #{head['seq']} in the manifest is not the stored "
+                                "event at that position")
+            else:
+                self.stdout.write(f"ok      {self.label(key, labels)}: the export ends at intact event #{head['seq']}")
+        if problems:
+            raise CommandError("The export does not stand: " + "; ".join(problems), returncode=1)
 
     @staticmethod
     def label(key, labels):
