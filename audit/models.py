@@ -27,6 +27,10 @@ class AuditChain(models.Model):
     key = models.CharField(max_length=40, unique=True)  # workspace id, or "global"
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="")
+    # Retention cut: events up to `cut_seq` were removed; the first kept event follows `cut_hash`.
+    cut_seq = models.BigIntegerField(default=0)
+    cut_hash = models.CharField(max_length=64, blank=True)
+    cut_at = models.DateTimeField(null=True, blank=True)
 
 
 class AuditEvent(models.Model):

@@ -164,6 +164,31 @@ def record(*, workspace, action, obj=None, object_type=None, object_id=None, obj
     return event
 
 
+def cut_before(*, workspace, before, batch_size: int = 5000) -> int:
+    """Retention: removes the workspace's audit events older than `before`, oldest first, and records
+    the cut (last removed seq and hash) so the rest of the chain still verifies. The one deleter."""
+    key = chain_key(workspace)
+    last = (AuditEvent.objects.filter(chain=key, occurred_at__lt=before).order_by("-seq")
+            .values_list("seq", "hash").first())
+    head = AuditChain.objects.filter(key=key).first()
+    if last is None or head is None or last[0] <= head.cut_seq:
+        return 0
+    cut_seq, cut_hash = last
+    removed = 0
+    with transaction.atomic():
+        AuditChain.objects.select_for_update().filter(pk=head.pk).first()
+        while True:
+            ids = list(AuditEvent.objects.filter(chain=key, seq__lte=cut_seq).order_by("seq")
+                       .values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            removed += models.QuerySet(AuditEvent).filter(pk__in=ids)._raw_delete(using="default")
+        AuditChain.objects.filter(pk=head.pk).update(cut_seq=cut_seq, cut_hash=cut_hash, cut_at=timezone.now())
+        record(workspace=workspace, action="audit.retention_cut", object_type="audit",
+               after={"removed": removed, "cut_seq": cut_seq, "cut_hash": cut_hash, "before": before})
+    return removed
+
+
 @dataclass
 class VerifyResult:
     chain: str
@@ -177,10 +202,12 @@ class VerifyResult:
 def verify(workspace=None, *, chain=None, progress=None) -> VerifyResult:
     """Walk one chain in seq order; name the first event that is edited, missing or out of order."""
     key = chain or chain_key(workspace)
-    expected_prev = GENESIS
-    expected_seq = 1
+    head = AuditChain.objects.filter(key=key).first()
+    # After a retention cut the chain is verified from the first kept event onwards.
+    expected_prev = (head.cut_hash if head and head.cut_seq else "") or GENESIS
+    expected_seq = (head.cut_seq if head else 0) + 1
     checked = 0
-    rows = AuditEvent.objects.filter(chain=key).order_by("seq").iterator(chunk_size=2000)
+    rows = AuditEvent.objects.filter(chain=key, seq__gte=expected_seq).order_by("seq").iterator(chunk_size=2000)
     for event in rows:
         if event.seq != expected_seq:
             return VerifyResult(key, False, checked, expected_seq, event.id,
@@ -197,9 +224,9 @@ def verify(workspace=None, *, chain=None, progress=None) -> VerifyResult:
         checked += 1
         if progress:
             progress(1)
-    head = AuditChain.objects.filter(key=key).first()
-    if head is not None and head.last_seq != checked:
-        return VerifyResult(key, False, checked, checked + 1, None,
-                            f"the chain ends at #{checked} but its head records #{head.last_seq}: "
+    last = expected_seq - 1
+    if head is not None and head.last_seq != last:
+        return VerifyResult(key, False, checked, last + 1, None,
+                            f"the chain ends at #{last} but its head records #{head.last_seq}: "
                             "the latest events were removed")
     return VerifyResult(key, True, checked)

@@ -63,6 +63,18 @@ class Workspace(models.Model):
     health_min_sends = models.PositiveIntegerField(
         default=20, help_text="Rates are judged only over at least this many recent sends."
     )
+    pause_domains_on_auth_failure = models.BooleanField(
+        default=True,
+        help_text="Pause a domain's sending while its SPF, DKIM or DMARC check fails; resume when they pass.",
+    )
+    message_body_retention_days = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)],
+        help_text="Message subjects, bodies, headers and metadata are removed after this many days.")
+    event_retention_days = models.PositiveIntegerField(
+        default=400, validators=[MinValueValidator(1)], help_text="Canonical events are deleted after this many days.")
+    audit_retention_days = models.PositiveIntegerField(
+        default=2557, validators=[MinValueValidator(365)],
+        help_text="Audit events older than this are removed; the chain stays verifiable from the cut.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
