@@ -40,8 +40,12 @@ def workspace_id_of(obj):
 
 def scoped(queryset, user, perm="view"):
     """`queryset` restricted to the workspaces where `user` holds `perm`."""
+    if perm == NOBODY:
+        return queryset.none()
     if user.is_active and user.is_superuser:
         return queryset
+    if perm == SUPERUSERS:
+        return queryset.none()
     if queryset.model is Workspace:
         return queryset.filter(pk__in=workspaces_for_user(user, perm).values("pk"))
     if hasattr(queryset, "for_user"):
@@ -106,7 +110,7 @@ class WorkspaceLabelledMultipleChoiceField(forms.ModelMultipleChoiceField):
 
 
 def scoped_choices(model, request, perm="view"):
-    """A queryset of `model` for a form field: the user's workspaces only, labelled when there are several."""
+    """Choices of `model` for a form field: objects of the workspaces where the user holds `perm`."""
     queryset = scoped(model._default_manager.all(), request.user, perm)
     if model is not Workspace and model.workspace_lookup == "workspace":
         queryset = queryset.select_related("workspace")
@@ -130,9 +134,9 @@ class WorkspaceScopedForm(forms.ModelForm):
     def target_workspace(self):
         if "workspace" in self.fields:
             return self.cleaned_data.get("workspace")
-        if self.instance.pk is not None and not self.instance._state.adding:
+        if not self.instance._state.adding:
             return self.instance.workspace
-        return getattr(self, "default_workspace", None)
+        return None
 
     def clean(self):
         cleaned = super().clean()
@@ -150,7 +154,10 @@ class WorkspaceScopedForm(forms.ModelForm):
             if model is Workspace or not is_workspace_owned(model):
                 continue
             value = self.cleaned_data[name]
-            values = [] if value is None else list(value) if isinstance(field, forms.ModelMultipleChoiceField) else [value]
+            if isinstance(field, forms.ModelMultipleChoiceField):
+                values = list(value or [])
+            else:
+                values = [] if value is None else [value]
             foreign = [str(item) for item in values if workspace_id_of(item) != workspace.pk]
             if foreign:
                 self.add_error(name, f"{', '.join(foreign)} belong{'s' if len(foreign) == 1 else ''} to another "
@@ -267,7 +274,7 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         related = db_field.related_model
         if related is Workspace:
-            kwargs["queryset"] = workspaces_for_user(request.user, self.perm_for("add"))
+            kwargs["queryset"] = scoped(Workspace.objects.all(), request.user, self.perm_for("add"))
         elif is_workspace_owned(related):
             kwargs["queryset"] = scoped_choices(related, request)
             field_class = self.choice_field_class(request)
@@ -295,7 +302,11 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
     # Audited writes --------------------------------------------------------------------------
 
     def audit_snapshot(self, obj):
-        return audit.snapshot(obj)
+        """The object as the log shows it; timestamps that every save touches are left out."""
+        return audit.snapshot(obj, exclude=self.audit_exclude())
+
+    def audit_exclude(self):
+        return tuple(f.name for f in self.model._meta.concrete_fields if getattr(f, "auto_now", False))
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -308,7 +319,7 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
         self.record_save(request, form.instance, change)
 
     def record_save(self, request, obj, change):
-        after = self.audit_snapshot(obj)
+        after = self.audit_snapshot(self.model._default_manager.get(pk=obj.pk))
         if not change:
             audit.record(workspace=obj.workspace, action=f"{self.audit_name}.created", obj=obj, after=after)
             return

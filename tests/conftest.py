@@ -11,6 +11,12 @@ from workspaces import roles, services as workspace_services
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users are made in many tests; the production hasher's cost is not what they check."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _system_actor():
     with acting_as(Actor("system", "", "tests")):
         yield

@@ -1,0 +1,264 @@
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.safestring import mark_safe
+from rest_framework_api_key.models import APIKey
+
+from controlplane.admin_base import NOBODY, SUPERUSERS, WorkspaceScopedAdmin, WorkspaceScopedForm, adopt
+from workspaces import roles, services
+from workspaces.models import Workspace, WorkspaceAPIKey
+
+admin.site.site_header = "Outbound control plane"
+admin.site.site_title = "Outbound control plane"
+admin.site.index_title = "Workspaces, sending identities, suppression and audit"
+
+if admin.site.is_registered(APIKey):
+    # The library's own key model is unused: keys here always belong to a workspace.
+    admin.site.unregister(APIKey)
+
+
+class WorkspaceForm(WorkspaceScopedForm):
+    class Meta:
+        model = Workspace
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("paused") and not (cleaned.get("paused_reason") or "").strip():
+            self.add_error("paused_reason", "Give a reason for pausing: everyone who sees the workspace reads it.")
+        return cleaned
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(WorkspaceScopedAdmin):
+    form = WorkspaceForm
+    change_perm = "change"
+    add_perm = SUPERUSERS
+    delete_perm = NOBODY
+    audit_name = "workspace"
+    readonly_on_change = ("slug",)
+    list_display = ("name", "slug", "timezone", "paused", "paused_reason")
+    list_filter = ("paused",)
+    search_fields = ("name", "slug")
+    readonly_fields = ("id", "created_at", "updated_at")
+    actions = ["pause_workspaces", "resume_workspaces"]
+    fieldsets = (
+        (None, {"fields": ("id", "slug", "name", "timezone")}),
+        ("Cold mail footer", {"fields": ("sender_identification", "postal_address")}),
+        ("Kill switch", {"fields": ("paused", "paused_reason")}),
+        ("Mailbox health thresholds", {"fields": ("hard_bounce_threshold", "complaint_threshold", "health_min_sends")}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def has_pause_permission(self, request, obj=None):
+        return self.allowed(request, "pause", obj)
+
+    def has_roles_permission(self, request, obj=None):
+        return self.allowed(request, "roles", obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and not self.has_pause_permission(request, obj):
+            fields += ["paused", "paused_reason"]
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            current = Workspace.objects.select_for_update().get(pk=obj.pk)
+            obj._pause_requested = (obj.paused, obj.paused_reason if obj.paused else "")
+            obj.paused, obj.paused_reason = current.paused, current.paused_reason
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        obj = form.instance
+        requested = getattr(obj, "_pause_requested", None)
+        if requested is not None and requested != (obj.paused, obj.paused_reason):
+            paused, reason = requested
+            adopt(obj, services.set_paused(workspace=obj, paused=paused, reason=reason))
+
+    @admin.action(description="Pause sending (kill switch)", permissions=["pause"])
+    def pause_workspaces(self, request, queryset):
+        return self.act_with_reason(
+            request, queryset, perm="pause", title="Pause sending", button="Pause sending",
+            apply=lambda ws, reason: services.set_paused(workspace=ws, paused=True, reason=reason), done="paused",
+        )
+
+    @admin.action(description="Resume sending", permissions=["pause"])
+    def resume_workspaces(self, request, queryset):
+        self.act_on_each(request, queryset.filter(paused=True), perm="pause",
+                         apply=lambda ws: services.set_paused(workspace=ws, paused=False), done="resumed")
+
+    # Members & roles -------------------------------------------------------------------------
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/members/", self.admin_site.admin_view(self.members_view),
+                 name="workspaces_workspace_members"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["can_manage_roles"] = obj is not None and self.has_roles_permission(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def members_view(self, request, object_id):
+        workspace = self.get_object(request, unquote(object_id))
+        if workspace is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_roles_permission(request, workspace):
+            raise PermissionDenied
+        grant_form = GrantRoleForm(prefix="grant")
+        if request.method == "POST":
+            if request.POST.get("operation") == "revoke":
+                error = self._revoke(request, workspace)
+                if error is None:
+                    return HttpResponseRedirect(request.path)
+                messages.error(request, error)
+            else:
+                grant_form = GrantRoleForm(request.POST, prefix="grant", workspace=workspace)
+                if grant_form.is_valid():
+                    user, role = grant_form.cleaned_data["username"], grant_form.cleaned_data["role"]
+                    roles.grant_role(user=user, workspace=workspace, role=role)
+                    messages.success(request, f"{user.get_username()} is now {role} of {workspace}.")
+                    return HttpResponseRedirect(request.path)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Members & roles of {workspace}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": workspace,
+            "members": roles.members(workspace),
+            "grant_form": grant_form,
+            "role_names": roles.ROLE_NAMES,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/workspaces/workspace/members.html", context)
+
+    def _revoke(self, request, workspace):
+        username = request.POST.get("username", "")
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None or roles.role_of(user, workspace) is None:
+            return f"{username or 'That user'} holds no role in {workspace}."
+        if _is_last_owner(user, workspace):
+            return f"{username} is the last owner of {workspace}; make someone else owner first."
+        roles.revoke_role(user=user, workspace=workspace)
+        messages.success(request, f"{username} no longer holds a role in {workspace}.")
+        return None
+
+
+def _is_last_owner(user, workspace):
+    owners = [member for member, role in roles.members(workspace) if role == "owner"]
+    return owners == [user]
+
+
+class GrantRoleForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=[(name, name) for name in roles.ROLE_NAMES])
+
+    def __init__(self, *args, workspace=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+
+    def clean_username(self):
+        username = self.cleaned_data["username"].strip()
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise forms.ValidationError(f"No active user is named “{username}”; create it with `createuser` first.")
+        return user
+
+    def clean(self):
+        cleaned = super().clean()
+        user, role = cleaned.get("username"), cleaned.get("role")
+        if user is not None and role and role != "owner" and _is_last_owner(user, self.workspace):
+            self.add_error("role", f"{user.get_username()} is the last owner of {self.workspace}; "
+                                   "make someone else owner first.")
+        return cleaned
+
+
+# API keys -----------------------------------------------------------------------------------
+
+
+class APIKeyForm(WorkspaceScopedForm):
+    class Meta:
+        model = WorkspaceAPIKey
+        fields = ["workspace", "name", "role"]
+
+
+class PrefixChangeList(ChangeList):
+    """Links to keys by prefix: a key's primary key embeds its hash, which pages never show."""
+
+    def url_for_result(self, result):
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=(quote(result.prefix),),
+                       current_app=self.model_admin.admin_site.name)
+
+
+@admin.register(WorkspaceAPIKey)
+class WorkspaceAPIKeyAdmin(WorkspaceScopedAdmin):
+    form = APIKeyForm
+    change_perm = NOBODY
+    add_perm = "api_keys"
+    delete_perm = NOBODY
+    list_display = ("name", "prefix", "role", "workspace", "created", "revoked")
+    list_filter = ("revoked", "role", "workspace")
+    search_fields = ("name", "=prefix")
+    list_select_related = ("workspace",)
+    actions = ["revoke_keys"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["workspace", "name", "role"]
+        return ["workspace", "name", "prefix", "role", "created", "revoked"]
+
+    def has_revoke_permission(self, request, obj=None):
+        return self.allowed(request, "api_keys", obj)
+
+    def get_object(self, request, object_id, from_field=None):
+        return super().get_object(request, object_id, from_field="prefix")
+
+    def get_changelist(self, request, **kwargs):
+        return PrefixChangeList
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj):
+        checkbox = forms.CheckboxInput({"class": "action-select", "aria-label": f"Select this key - {obj}"},
+                                       lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, obj.prefix)
+
+    def response_action(self, request, queryset):
+        prefixes = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if prefixes:
+            post = request.POST.copy()
+            post.setlist(helpers.ACTION_CHECKBOX_NAME,
+                         list(queryset.filter(prefix__in=prefixes).values_list("pk", flat=True)))
+            request.POST = post
+        return super().response_action(request, queryset)
+
+    def save_model(self, request, obj, form, change):
+        key, raw = services.create_api_key(workspace=obj.workspace, name=obj.name, role=obj.role)
+        adopt(obj, key)
+        messages.warning(request, f"The API key for “{key.name}” is: {raw} — store it somewhere safe now: "
+                                  "it is shown only this once.")
+
+    def record_save(self, request, obj, change):
+        pass
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return HttpResponseRedirect(reverse("admin:workspaces_workspaceapikey_changelist",
+                                            current_app=self.admin_site.name))
+
+    def log_addition(self, request, obj, message):
+        """No admin LogEntry: it would store, and link to, the primary key that embeds the hash."""
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    def revoke_keys(self, request, queryset):
+        self.act_on_each(request, queryset.filter(revoked=False), perm="api_keys",
+                         apply=lambda key: services.revoke_api_key(key=key),
+                         done="revoked")
