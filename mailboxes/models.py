@@ -24,6 +24,10 @@ class SendingDomain(models.Model):
     paused_reason = models.CharField(max_length=500, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     checks = models.JSONField(default=dict, blank=True)
+    check_pause_reason = models.CharField(
+        max_length=500, blank=True,
+        help_text="The reason the DNS checks paused this domain with; they resume it only while it still reads so.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +51,36 @@ class SendingDomain(models.Model):
         records.append({"type": "TXT", "name": f"_dmarc.{self.name}",
                         "value": f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{self.name}; adkim=r; aspf=r"})
         return records
+
+
+class DomainCheckRun(models.Model):
+    """One run of a domain's DNS checks: every result with the records seen, and what changed."""
+
+    workspace_lookup = "domain__workspace"
+
+    TRIGGER_CHOICES = [("created", "domain created"), ("manual", "on demand"), ("command", "checkdomains"),
+                       ("schedule", "daily schedule")]
+
+    id = id_field("dcr")
+    domain = models.ForeignKey(SendingDomain, on_delete=models.CASCADE, related_name="check_runs")
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=10, choices=TRIGGER_CHOICES, default="manual")
+    status = models.CharField(max_length=10, choices=CHECK_STATUSES)
+    previous_status = models.CharField(max_length=10, choices=CHECK_STATUSES)
+    checks = models.JSONField(default=dict, help_text="{spf, dkim, dmarc, mx, blocklists}: {status, message, records}.")
+    changes = models.JSONField(default=list, blank=True,
+                               help_text="Checks whose status changed: [{check, before, after, message}].")
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain", "-started_at"]
+        verbose_name = "domain check run"
+        indexes = [models.Index(fields=["domain", "-started_at"], name="domain_check_run_recent")]
+
+    def __str__(self):
+        return f"{self.domain} {self.status} at {self.started_at:%Y-%m-%d %H:%M}"
 
 
 class WarmupProfile(models.Model):

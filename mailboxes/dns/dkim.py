@@ -85,3 +85,16 @@ def sign(message_bytes: bytes, *, key: DkimKey, domain_name: str) -> bytes:
     headers = [h for h in SIGNED_HEADERS if h in present]
     return dkim.sign(message_bytes, key.selector.encode(), domain_name.encode(), key.private_key["pem"].encode(),
                      include_headers=headers)
+
+
+def txt_record(name, timeout: float = 5) -> bytes | None:
+    """The TXT record at `name` through the configured resolver (DNS_NAMESERVERS), in the form dkimpy's
+    `dnsfunc` expects: `dkim.verify(message, dnsfunc=txt_record)`."""
+    from mailboxes.dns.resolver import Lookup, build_resolver
+
+    if isinstance(name, bytes):
+        name = name.decode("ascii")
+    answer = Lookup(build_resolver(timeout=timeout))(name, "TXT")
+    if answer.failed:
+        raise dkim.DnsTimeoutError(f"{name}: {answer.error}")
+    return answer.values[0].encode() if answer.values else None

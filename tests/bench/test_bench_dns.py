@@ -7,6 +7,8 @@ Not part of `make test`: the file name is outside pytest's `test_*.py` pattern, 
 unless run with `-m bench`.
 """
 
+import contextlib
+import multiprocessing
 import time
 
 import pytest
@@ -30,16 +32,31 @@ def _only_when_asked(request):
         pytest.skip("benchmark: run with -m bench")
 
 
-@pytest.fixture
-def loopback_dns(settings):
-    server = DnsServer().start()
-    settings.DNS_NAMESERVERS = [server.nameserver]
-    settings.DNSBL_ZONES = ["dbl.test"]
-    yield server
+def serve(server, pipe):
+    server.start()
+    pipe.send(server.port)
+    pipe.recv()  # until the benchmark is done
+    pipe.send(server.queries)
     server.stop()
 
 
-def test_checking_a_thousand_domains_at_50ms_per_answer(workspace, loopback_dns):
+@contextlib.contextmanager
+def name_server_process(server):
+    """Runs `server` in its own process, as a real resolver would be: its work does not compete with
+    the checks for this interpreter."""
+    ours, theirs = multiprocessing.get_context("fork").Pipe()
+    process = multiprocessing.get_context("fork").Process(target=serve, args=(server, theirs), daemon=True)
+    process.start()
+    try:
+        server.port = ours.recv()
+        yield server
+    finally:
+        ours.send("stop")
+        server.queries = ours.recv() if ours.poll(10) else None
+        process.join(timeout=10)
+
+
+def test_checking_a_thousand_domains_at_50ms_per_answer(workspace, settings):
     pem, public = dkim.generate_keypair(2048)
     google = ProviderConnection.objects.create(workspace=workspace, kind="google_workspace", name="Google")
     names = [f"d{i:04}.bench.test" for i in range(DOMAINS)]
@@ -48,7 +65,7 @@ def test_checking_a_thousand_domains_at_50ms_per_answer(workspace, loopback_dns)
                                  for d in domains])
     Mailbox.objects.bulk_create([Mailbox(workspace=workspace, domain=d, provider=google, address=f"jane@{d.name}")
                                  for d in domains])
-    server = loopback_dns
+    server = DnsServer()
     server.add("_spf.google.com", "TXT", "v=spf1 ip4:35.190.247.0/24 ~all")
     record = DkimKey.objects.filter(domain=domains[0]).get().txt_chunks()
     for name in names:
@@ -58,17 +75,19 @@ def test_checking_a_thousand_domains_at_50ms_per_answer(workspace, loopback_dns)
         server.add(f"_dmarc.{name}", "TXT", f"v=DMARC1; p=reject; rua=mailto:dmarc@{name}")
         server.add(name, "MX", f"10 mx.{name}.")
     server.latency = LATENCY
+    settings.DNSBL_ZONES = ["dbl.test"]
 
     timings = []
-    for label in ("first run (every status changes)", "second run (nothing changes)"):
-        queries_before = server.queries
-        started = time.monotonic()
-        summary = jobs.check_all_domains(trigger="schedule")
-        elapsed = time.monotonic() - started
-        timings.append(elapsed)
-        print(f"\n{label}: {DOMAINS} domains, {server.queries - queries_before} DNS queries at "
-              f"{LATENCY * 1000:.0f} ms each, in {elapsed:.1f} s")
-        assert summary == {"checked": DOMAINS, "statuses": {"pass": DOMAINS}}
+    with name_server_process(server):
+        settings.DNS_NAMESERVERS = [server.nameserver]
+        for label in ("first run (every status changes)", "second run (nothing changes)"):
+            started = time.monotonic()
+            summary = jobs.check_all_domains(trigger="schedule")
+            elapsed = time.monotonic() - started
+            timings.append(elapsed)
+            print(f"\n{label}: {DOMAINS} domains, answers {LATENCY * 1000:.0f} ms late, in {elapsed:.1f} s")
+            assert summary == {"checked": DOMAINS, "statuses": {"pass": DOMAINS}}
+    print(f"{server.queries} DNS queries answered in all")
 
     assert DomainCheckRun.objects.count() == 2 * DOMAINS
     assert max(timings) < GOAL_SECONDS
