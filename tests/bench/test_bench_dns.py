@@ -1,10 +1,9 @@
 """Benchmark: the daily check of 1,000 domains against a loopback name server that answers every
 query 50 ms late. Goal: under a minute.
 
-    make bench PYTEST_ARGS=tests/bench/bench_dns.py
+    make bench PYTEST_ARGS="-k thousand_domains"
 
-Not part of `make test`: the file name is outside pytest's `test_*.py` pattern, and it is skipped
-unless run with `-m bench`.
+Not part of `make test`: benchmarks are skipped unless run with `-m bench` (tests/bench/conftest.py).
 """
 
 import contextlib
@@ -24,12 +23,6 @@ pytestmark = [pytest.mark.bench, pytest.mark.django_db]
 DOMAINS = 1000
 LATENCY = 0.05
 GOAL_SECONDS = 60
-
-
-@pytest.fixture(autouse=True)
-def _only_when_asked(request):
-    if "bench" not in (request.config.getoption("-m") or ""):
-        pytest.skip("benchmark: run with -m bench")
 
 
 def serve(server, pipe):
