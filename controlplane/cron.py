@@ -4,11 +4,17 @@ from rq.cron import register
 
 from controlplane.dispatch import reconcile
 from controlplane.retention import enforce_all
+from controlplane.webhooks import reconcile as reconcile_webhooks
+from providers.bounces import enqueue_all as read_bounces
 from mailboxes.jobs import register_cron_jobs
 
 # Re-enqueue due messages that have no live job and release stale leases (nothing is lost).
 # Idempotent, so several worker processes each running this schedule do no harm.
 register(reconcile, queue_name="default", interval=60, name="reconcile")
+# Webhook deliveries that are due and have no live job (nothing lost if Redis was flushed).
+register(reconcile_webhooks, queue_name="webhooks", interval=60, name="webhooks-reconcile")
+# Bounce reports (RFC 3464) from the mailboxes' inboxes, read-only.
+register(read_bounces, queue_name="default", interval=300, name="imap-bounces")
 # Retention of message content, events and audit events, daily at 03:30 UTC.
 register(enforce_all, queue_name="default", cron="30 3 * * *", name="retention")
 # The daily DNS checks of every domain.

@@ -22,6 +22,10 @@ def emit(*, workspace, type: str, message=None, data=None, occurred_at=None) -> 
         id=new_id("evt"), workspace=workspace, message=message, type=type,
         occurred_at=occurred_at or timezone.now(), data=data or {},
     )
+    from controlplane import effects, webhooks
+
+    effects.apply(event)  # status, suppression, health: in this transaction
+    webhooks.fan_out(event)  # delivery rows now, sent by the "webhooks" queue after commit
     if _after_commit_hooks:
         transaction.on_commit(lambda: [hook([event.pk]) for hook in _after_commit_hooks])
     return event

@@ -10,7 +10,11 @@ class TransportError(Exception):
 
 
 class TransientError(TransportError):
-    """Try again later (4xx, throttling, connection trouble)."""
+    """Try again later (4xx, throttling, connection trouble). `retry_after`: seconds the provider asked for."""
+
+    def __init__(self, message: str, *, reply: str = "", retry_after: float | None = None):
+        super().__init__(message, reply=reply)
+        self.retry_after = retry_after
 
 
 class PermanentError(TransportError):
@@ -58,10 +62,58 @@ def register(cls):
 
 
 def transport_for(connection) -> Transport:
-    from providers import smtp  # noqa: F401  (registers itself)
+    from providers import esp, google_workspace, microsoft_365, smtp  # noqa: F401  (register themselves)
 
     try:
         cls = _REGISTRY[connection.kind]
     except KeyError:
         raise PermanentError(f"No transport for provider kind “{connection.kind}” yet.")
     return cls(connection)
+
+
+HTTP_TIMEOUT_SECONDS = 30
+TRANSIENT_HTTP_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def retry_after_seconds(response) -> float | None:
+    """The `Retry-After` header of an HTTP answer, in seconds (delta-seconds or an HTTP date)."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        import datetime as dt
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def http_error(response, *, provider: str) -> TransportError:
+    """Maps a non-2xx HTTP answer to TransientError (throttling, server trouble) or PermanentError."""
+    body = (response.text or "")[:500].replace("\n", " ")
+    reply = f"{response.status_code} {body}".strip()
+    if response.status_code in TRANSIENT_HTTP_STATUSES or response.status_code >= 500:
+        return TransientError(f"{provider} answered {response.status_code}; will retry: {body}", reply=reply,
+                              retry_after=retry_after_seconds(response))
+    return PermanentError(f"{provider} refused the message ({response.status_code}): {body}", reply=reply)
+
+
+def http_post(url, *, provider: str, **kwargs):
+    """POST with a timeout; connection trouble is transient."""
+    import requests
+
+    kwargs.setdefault("timeout", HTTP_TIMEOUT_SECONDS)
+    try:
+        return requests.post(url, **kwargs)
+    except requests.RequestException as exc:
+        raise TransientError(f"Could not reach {provider}: {exc.__class__.__name__}", reply=str(exc)[:500])
+
+
+def api_url(connection, default: str) -> str:
+    """The connection's `settings.api_url` (regional endpoints, proxies, test doubles) or the public endpoint."""
+    return ((connection.settings or {}).get("api_url") or default).rstrip("/")

@@ -3,6 +3,9 @@
 from urllib.parse import urlparse
 
 HTTP_KINDS = {"google_workspace", "microsoft_365", "ses", "mailgun", "sendgrid", "postmark"}
+# Mailbox kinds whose bounces arrive in the inbox: where the IMAP bounce reader finds it (optional).
+IMAP_KINDS = {"smtp", "google_workspace", "microsoft_365"}
+IMAP_SETTINGS = {"imap_host", "imap_port", "imap_security"}
 
 # kind -> (settings: {name: required}, credential alternatives: [set of required names, ...])
 SPEC = {
@@ -29,7 +32,7 @@ def validate_settings(kind, settings: dict) -> dict:
     if not isinstance(settings, dict):
         return {"settings": ["Must be an object."]}
     fields, _ = SPEC[kind]
-    allowed = set(fields) | ({"api_url"} if kind in HTTP_KINDS else set())
+    allowed = set(fields) | ({"api_url"} if kind in HTTP_KINDS else set()) | (IMAP_SETTINGS if kind in IMAP_KINDS else set())
     for name in sorted(set(settings) - allowed):
         errors[name] = [f"Unknown setting for {kind}; allowed: {', '.join(sorted(allowed)) or 'none'}."]
     for name, required in fields.items():
@@ -41,6 +44,12 @@ def validate_settings(kind, settings: dict) -> dict:
             errors["port"] = ["Must be a whole number between 1 and 65535."]
         if settings.get("security") not in (None, "", "starttls", "tls", "none"):
             errors["security"] = ["Must be one of starttls, tls, none."]
+    imap_port = settings.get("imap_port")
+    if imap_port not in (None, "") and (not isinstance(imap_port, int) or isinstance(imap_port, bool)
+                                        or not 1 <= imap_port <= 65535):
+        errors["imap_port"] = ["Must be a whole number between 1 and 65535."]
+    if settings.get("imap_security") not in (None, "", "tls", "starttls", "none"):
+        errors["imap_security"] = ["Must be one of tls, starttls, none."]
     if kind == "mailgun" and settings.get("region") not in (None, "", "us", "eu"):
         errors["region"] = ["Must be us or eu."]
     api_url = settings.get("api_url")

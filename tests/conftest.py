@@ -1,13 +1,31 @@
 """Real-server fixtures: PostgreSQL (pytest-django), Redis, burst RQ workers, API clients, users of every role."""
 
 import datetime as dt
+import os
+import re
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from audit.context import acting_as, Actor
 from workspaces import roles, services as workspace_services
+
+
+def _own_redis_database_per_test_worker():
+    """Parallel test workers share one Redis server; each gets its own database so that one
+    worker's flush never drops another's queued jobs."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    url = re.sub(r"/\d*$", "", django_settings.REDIS_URL) + f"/{int(worker[2:]) + 1}"
+    django_settings.REDIS_URL = url
+    for queue in django_settings.RQ_QUEUES.values():
+        queue["URL"] = url
+
+
+_own_redis_database_per_test_worker()
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,8 @@ from rest_framework.routers import SimpleRouter
 from audit.api.views import AuditViewSet
 from controlplane.api.errors import handler404
 from controlplane.api.messages import EventFeed, MessageViewSet
+from controlplane.api.recipients import RecipientEraseView, RecipientView
+from controlplane.api.webhooks import WebhookViewSet
 from mailboxes.api.views import DomainViewSet, MailboxViewSet, PoolViewSet, WarmupProfileViewSet
 from providers.api.views import ProviderViewSet
 from suppression.api.views import SuppressionViewSet
@@ -26,6 +28,7 @@ router.register("warmup-profiles", WarmupProfileViewSet, basename="warmup-profil
 router.register("suppressions", SuppressionViewSet, basename="suppression")
 router.register("audit", AuditViewSet, basename="audit")
 router.register("messages", MessageViewSet, basename="message")
+router.register("webhooks", WebhookViewSet, basename="webhook")
 
 workspace = WorkspaceViewSet.as_view
 urlpatterns = [
@@ -33,6 +36,8 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", authentication_classes=[],
                                                  permission_classes=[AllowAny]), name="docs"),
     path("events", EventFeed.as_view(), name="events"),
+    re_path(r"^recipients/(?P<address>[^/]+)/erase/?$", RecipientEraseView.as_view(), name="recipient-erase"),
+    re_path(r"^recipients/(?P<address>[^/]+)/?$", RecipientView.as_view(), name="recipient"),
     path("workspace", workspace({"get": "retrieve"}), name="workspace"),
     path("workspace/pause", workspace({"post": "pause"}), name="workspace-pause"),
     path("workspace/resume", workspace({"post": "resume"}), name="workspace-resume"),

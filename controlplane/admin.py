@@ -1,0 +1,582 @@
+"""The send pipeline in the admin: messages as evidence, the event feed, recipient evidence and erasure,
+and the compliance page reviewers land on.
+
+Messages arrive through the API only: nobody adds or edits one here. Operators cancel messages that
+are still waiting; owners and admins (short permission ``change``) erase a recipient.
+"""
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+
+from audit.export import escape_cell
+from audit.models import AuditEvent
+from controlplane import intake, recipients
+from controlplane.admin_base import NOBODY, WorkspaceScopedAdmin, access, scoped
+from controlplane.api.errors import PolicyRejection
+from controlplane.models import EVENT_TYPES, WAITING_STATUSES, Event, Message
+from mailboxes.models import Pool
+from suppression import services as suppression
+from suppression.models import Suppression
+from workspaces.models import Workspace
+from workspaces.scoping import workspaces_for_user
+
+CANCEL_PERM = "messages"
+ERASE_PERM = "change"
+LISTED_IDS = 20
+RECENT_AUDIT_EVENTS = 25
+COMPLIANCE_DOCS = Path(settings.BASE_DIR) / "docs" / "compliance"
+
+WHY_NOT_CANCELLABLE = {
+    "sending": "being handed off to the provider right now",
+    "sent": "already handed off to the provider",
+    "delivered": "already delivered",
+    "bounced": "already handed off (it bounced)",
+    "complained": "already handed off (the recipient complained)",
+    "failed": "already failed",
+    "suppressed": "already stopped by suppression",
+    "cancelled": "already cancelled",
+}
+
+DECISION_REASONS = {
+    "pinned": "`from` pinned this mailbox",
+    "thread_key": "kept the mailbox of its thread",
+}
+
+
+def _when(value):
+    """An ISO 8601 string (as stored in decisions and serialised events) as an aware datetime."""
+    if not value or not isinstance(value, str):
+        return value or None
+    return parse_datetime(value.replace("Z", "+00:00"))
+
+
+def _pretty_json(value):
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def data_rows(data):
+    """An event's data as (key, text) rows; nested values are shown as JSON."""
+    rows = []
+    for key, value in sorted((data or {}).items()):
+        text = value if isinstance(value, str) else _pretty_json(value)
+        rows.append((key, text))
+    return rows
+
+
+def explain_reason(reason):
+    if not reason:
+        return ""
+    if reason.startswith("rotation:"):
+        return f"rotation ({reason.split(':', 1)[1].replace('_', ' ')}) within the pool"
+    return DECISION_REASONS.get(reason, reason)
+
+
+# Messages ------------------------------------------------------------------------------------
+
+
+class WorkloadFilter(admin.SimpleListFilter):
+    """Workloads the user's pools serve (plus the default), read from pools rather than scanning messages."""
+
+    title = "workload"
+    parameter_name = "workload"
+
+    def lookups(self, request, model_admin):
+        names = {"cold"}
+        for workloads in scoped(Pool.objects.all(), request.user).values_list("workloads", flat=True):
+            names.update(workloads or [])
+        if self.value():
+            names.add(self.value())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(workload=self.value()) if self.value() else queryset
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    title = "type"
+    parameter_name = "type"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in EVENT_TYPES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(type=self.value()) if self.value() else queryset
+
+
+def why_not_cancellable(message):
+    return WHY_NOT_CANCELLABLE.get(message.status, f"{message.status}")
+
+
+def _listed(items):
+    shown = "; ".join(items[:LISTED_IDS])
+    more = f"; and {len(items) - LISTED_IDS} more" if len(items) > LISTED_IDS else ""
+    return shown + more
+
+
+@admin.register(Message)
+class MessageAdmin(WorkspaceScopedAdmin):
+    """Read-only: messages come from the API. The change page reads as one line of evidence."""
+
+    change_perm = NOBODY
+    add_perm = NOBODY
+    delete_perm = NOBODY
+    list_display = ("id", "status", "recipient", "sender", "workload", "workspace", "scheduled_at", "sent_at",
+                    "created_at")
+    list_filter = ("status", WorkloadFilter, "mailbox", "created_at", "workspace")
+    list_select_related = ("workspace",)
+    search_fields = ("to_address",)
+    search_help_text = "An exact recipient address (any case), a message id, or a Message-ID header in <…>."
+    show_full_result_count = False
+    fields = ("workspace", "status", "to_address", "from_address", "workload")
+    actions = ["cancel_messages"]
+
+    def has_cancel_permission(self, request, obj=None):
+        return self.allowed(request, CANCEL_PERM, obj)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.startswith("<") and term.endswith(">"):
+            return queryset.filter(message_id_header=term), False
+        if "@" not in term:
+            return queryset.filter(pk=term), False
+        try:
+            address = recipients.normalise(term)
+        except suppression.InvalidValue:
+            return queryset.none(), False
+        return queryset.filter(to_address=address), False
+
+    @admin.display(description="To", ordering="to_address")
+    def recipient(self, obj):
+        return obj.to_address or "(erased)"
+
+    @admin.display(description="From (mailbox)", ordering="from_address")
+    def sender(self, obj):
+        if obj.mailbox_id is None:
+            return obj.from_address or "—"
+        url = reverse("admin:mailboxes_mailbox_change", args=(quote(obj.mailbox_id),),
+                      current_app=self.admin_site.name)
+        return format_html('<a href="{}">{}</a>', url, obj.from_address or obj.mailbox_id)
+
+    # Cancelling ---------------------------------------------------------------------------------
+
+    @admin.action(description="Cancel the selected messages (only those still waiting)", permissions=["cancel"])
+    def cancel_messages(self, request, queryset):
+        self.cancel_each(request, queryset)
+
+    def cancel_each(self, request, queryset):
+        """Cancels what the user may cancel and what is still waiting; reports the rest, with why."""
+        allowed, left_out = self.permitted(request, queryset, CANCEL_PERM)
+        cancelled, refused = [], []
+        for message in allowed:
+            if message.status not in WAITING_STATUSES:
+                refused.append(f"{message.id} is {message.status}: {why_not_cancellable(message)}")
+                continue
+            try:
+                intake.cancel(message=message)
+            except PolicyRejection as rejection:
+                refused.append(f"{message.id}: {rejection.message}")
+                continue
+            cancelled.append(message.id)
+        if cancelled:
+            noun = "message" if len(cancelled) == 1 else "messages"
+            self.message_user(request, f"Cancelled {len(cancelled)} {noun}; their capacity is free again.",
+                              messages.SUCCESS)
+        if refused:
+            noun = "message was" if len(refused) == 1 else "messages were"
+            self.message_user(request, f"{len(refused)} {noun} not cancelled (only scheduled, queued or deferred "
+                                       f"messages can be): {_listed(refused)}.", messages.WARNING)
+        if left_out:
+            noun = "message" if left_out == 1 else "messages"
+            self.message_user(request, f"Left {left_out} {noun} unchanged: your role does not allow cancelling in "
+                                       f"{'its' if left_out == 1 else 'their'} workspace.", messages.WARNING)
+        return cancelled
+
+    def cancel_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        message = self.get_object(request, unquote(object_id))
+        if message is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_cancel_permission(request, message):
+            raise PermissionDenied
+        self.cancel_each(request, Message.objects.filter(pk=message.pk))
+        return HttpResponseRedirect(reverse("admin:controlplane_message_change", args=(quote(message.pk),),
+                                            current_app=self.admin_site.name))
+
+    # The evidence page --------------------------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("recipient/", view(self.recipient_view), name="controlplane_message_recipient"),
+            path("recipient/erase/", view(self.erase_view), name="controlplane_message_erase"),
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="controlplane_message_cancel"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}),
+                         "recipient_url": reverse("admin:controlplane_message_recipient",
+                                                  current_app=self.admin_site.name)}
+        return super().changelist_view(request, extra_context)
+
+    def get_object(self, request, object_id, from_field=None):
+        queryset = self.get_queryset(request).select_related("mailbox__provider", "mailbox__domain", "pool")
+        try:
+            return queryset.get(pk=object_id)
+        except (Message.DoesNotExist, ValueError):
+            return None
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self.evidence(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def evidence(self, request, message):
+        decision = dict(message.decision or {})
+        seen = decision.pop("usage_seen", None) or {}
+        known = {"mailbox", "from", "pool", "reason", "local_day", "scheduled_at"}
+        events = [{"id": event.id, "type": event.type, "at": event.occurred_at, "rows": data_rows(event.data)}
+                  for event in message.events.order_by("seq")]
+        return {
+            "message": message,
+            "decision": decision,
+            "decision_reason": explain_reason(decision.get("reason")),
+            "decision_scheduled_at": _when(decision.get("scheduled_at")),
+            "decision_seen": seen,
+            "decision_other": data_rows({k: v for k, v in decision.items() if k not in known}),
+            "mailbox_url": (reverse("admin:mailboxes_mailbox_change", args=(quote(message.mailbox_id),),
+                                    current_app=self.admin_site.name) if message.mailbox_id else None),
+            "provider": message.mailbox.provider if message.mailbox_id else None,
+            "timeline": events,
+            "is_waiting": message.status in WAITING_STATUSES,
+            "can_cancel": message.status in WAITING_STATUSES and self.has_cancel_permission(request, message),
+            "cancel_url": reverse("admin:controlplane_message_cancel", args=(quote(message.pk),),
+                                  current_app=self.admin_site.name),
+            "recipient_url": reverse("admin:controlplane_message_recipient", current_app=self.admin_site.name),
+        }
+
+    # Recipient evidence -------------------------------------------------------------------------
+
+    def recipient_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = RecipientForm(request.GET if "address" in request.GET else None)
+        found = None
+        if form.is_bound and form.is_valid():
+            address = form.cleaned_data["address"]
+            found = recipient_evidence(request, address)
+            download = request.GET.get("format")
+            if download == "json":
+                return evidence_json(address, found)
+            if download == "csv":
+                return evidence_csv(address, found)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Recipient evidence",
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "found": found,
+            "address": form.cleaned_data["address"] if found is not None else "",
+            "erase_url": reverse("admin:controlplane_message_erase", current_app=self.admin_site.name),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/controlplane/message/recipient.html", context)
+
+    def erase_view(self, request):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        workspace = scoped(Workspace.objects.all(), request.user).filter(pk=request.POST.get("workspace", "")).first()
+        if workspace is None:
+            raise Http404("No such workspace.")
+        if not access(request).can_in(ERASE_PERM, workspace.pk):
+            raise PermissionDenied
+        form = RecipientForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "; ".join(form.errors.get("address", ["Give one address."])))
+            return HttpResponseRedirect(reverse("admin:controlplane_message_recipient",
+                                                current_app=self.admin_site.name))
+        address = form.cleaned_data["address"]
+        if request.POST.get("confirm") != "yes":
+            held = recipients.history(workspace, address)
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Erase this address?",
+                "subtitle": None,
+                "opts": self.opts,
+                "workspace": workspace,
+                "address": address,
+                "held": held,
+                "event_count": sum(len(m["events"]) for m in held["messages"]),
+            }
+            request.current_app = self.admin_site.name
+            return TemplateResponse(request, "admin/controlplane/message/erase_confirmation.html", context)
+        result = recipients.erase(workspace=workspace, address=address)
+        messages.success(request, (
+            f"Erased the address from {workspace}: {result['messages']} message"
+            f"{'' if result['messages'] == 1 else 's'} and {result['events']} event"
+            f"{'' if result['events'] == 1 else 's'} no longer hold it or any content. It stays suppressed, "
+            f"stored only as a hash (sha256:{result['address_hash'][:16]}…), so it is never contacted again."))
+        return HttpResponseRedirect(reverse("admin:controlplane_message_recipient", current_app=self.admin_site.name))
+
+
+class RecipientForm(forms.Form):
+    address = forms.CharField(max_length=320, widget=forms.TextInput(attrs={"size": 50, "autofocus": True,
+                                                                             "placeholder": "jane@acme.com"}),
+                              help_text="One address, any case.")
+
+    def clean_address(self):
+        try:
+            return recipients.normalise(self.cleaned_data["address"])
+        except suppression.InvalidValue as exc:
+            raise forms.ValidationError(str(exc))
+
+
+def workspaces_holding(user, address):
+    """The workspaces `user` can view that hold a message to `address` or a suppression matching it."""
+    with_messages = (scoped(Message.objects.filter(to_address=address), user)
+                     .order_by().values_list("workspace_id", flat=True).distinct())
+    with_suppression = (scoped(Suppression.objects.filter(value_hash__in=suppression.candidate_hashes(address)), user)
+                        .order_by().values_list("workspace_id", flat=True))
+    ids = set(with_messages) | set(with_suppression)
+    return list(Workspace.objects.filter(pk__in=ids).order_by("name", "slug"))
+
+
+def recipient_evidence(request, address):
+    """[{workspace, history, messages (for display), can_erase}] for every visible workspace holding anything."""
+    found = []
+    for workspace in workspaces_holding(request.user, address):
+        history = recipients.history(workspace, address)
+        found.append({
+            "workspace": workspace,
+            "history": history,
+            "suppression_since": _when((history["suppression"] or {}).get("created_at")),
+            "messages": [_display_message(row) for row in history["messages"]],
+            "can_erase": access(request).can_in(ERASE_PERM, workspace.pk),
+        })
+    return found
+
+
+def _display_message(row):
+    decision = row.get("decision") or {}
+    return {
+        **row,
+        "created": _when(row["created_at"]),
+        "scheduled": _when(row["scheduled_at"]),
+        "sent": _when(row["sent_at"]),
+        "decision_reason": explain_reason(decision.get("reason")),
+        "decision_seen": decision.get("usage_seen") or {},
+        "timeline": [{**event, "at": _when(event["occurred_at"]), "rows": data_rows(event["data"])}
+                     for event in row["events"]],
+    }
+
+
+def _download(body, content_type, extension):
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = (f'attachment; filename="recipient-evidence-'
+                                       f'{timezone.now():%Y%m%d-%H%M%S}.{extension}"')
+    return response
+
+
+def evidence_json(address, found):
+    body = {
+        "address": address,
+        "generated_at": timezone.now().isoformat().replace("+00:00", "Z"),
+        "workspaces": [{"workspace": {"id": item["workspace"].pk, "slug": item["workspace"].slug,
+                                      "name": item["workspace"].name},
+                        "suppressed": item["history"]["suppressed"], "suppression": item["history"]["suppression"],
+                        "messages": item["history"]["messages"]} for item in found],
+    }
+    return _download(json.dumps(body, indent=2, ensure_ascii=False), "application/json; charset=utf-8", "json")
+
+
+CSV_COLUMNS = ["workspace", "address", "suppressed", "suppression_matched", "suppression_reason",
+               "suppression_source", "suppression_created_at", "message", "status", "from", "mailbox", "provider",
+               "workload", "decision_reason", "created_at", "scheduled_at", "sent_at", "provider_response", "event",
+               "event_type", "event_at", "event_data"]
+
+
+def evidence_csv(address, found):
+    """One row per event (a message without events, or a workspace with only a suppression, gets one row)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in found:
+        history = item["history"]
+        state = history["suppression"] or {}
+        head = [item["workspace"].slug, address, "yes" if history["suppressed"] else "no", state.get("matched"),
+                state.get("reason"), state.get("source"), state.get("created_at")]
+        for message in history["messages"] or [None]:
+            if message is None:
+                writer.writerow([escape_cell(v) for v in head + [""] * (len(CSV_COLUMNS) - len(head))])
+                continue
+            body = [message["id"], message["status"], message["from"], message["mailbox"], message["provider"],
+                    message["workload"], (message["decision"] or {}).get("reason"), message["created_at"],
+                    message["scheduled_at"], message["sent_at"], message["provider_response"]]
+            for event in message["events"] or [None]:
+                tail = ([event["id"], event["type"], event["occurred_at"], event["data"]] if event
+                        else ["", "", "", ""])
+                writer.writerow([escape_cell(v) for v in head + body + tail])
+    return _download(buffer.getvalue(), "text/csv; charset=utf-8", "csv")
+
+
+# Events --------------------------------------------------------------------------------------
+
+
+@admin.register(Event)
+class EventAdmin(WorkspaceScopedAdmin):
+    """The canonical event feed, newest first; nobody adds, changes or deletes an event here."""
+
+    change_perm = NOBODY
+    add_perm = NOBODY
+    delete_perm = NOBODY
+    list_display = ("occurred_at", "type", "message_link", "workspace", "data_summary")
+    list_filter = (EventTypeFilter, "occurred_at", "workspace")
+    list_select_related = ("workspace", "message")
+    search_fields = ("=id", "=message__id")
+    search_help_text = "An event id or a message id (exact)."
+    ordering = ("-seq",)
+    show_full_result_count = False
+    fields = ("id", "type", "workspace", "message_link", "occurred_at", "data_pretty")
+    readonly_fields = fields
+    actions = None
+
+    @admin.display(description="Message")
+    def message_link(self, obj):
+        if obj.message_id is None:
+            return "—"
+        url = reverse("admin:controlplane_message_change", args=(quote(obj.message_id),),
+                      current_app=self.admin_site.name)
+        to = obj.message.to_address or "(erased)"
+        return format_html('<a href="{}">{}</a> to {}', url, obj.message_id, to)
+
+    @admin.display(description="Data")
+    def data_summary(self, obj):
+        text = json.dumps(obj.data or {}, sort_keys=True, ensure_ascii=False, default=str)
+        return text if len(text) <= 160 else text[:159] + "…"
+
+    @admin.display(description="Data")
+    def data_pretty(self, obj):
+        return format_html("<pre>{}</pre>", _pretty_json(obj.data or {}))
+
+
+# Compliance -----------------------------------------------------------------------------------
+
+
+def is_reviewer_only(user) -> bool:
+    """True for a staff user whose every workspace role is `reviewer` (superusers never are)."""
+    if not (user.is_active and user.is_staff) or user.is_superuser:
+        return False
+    visible = set(workspaces_for_user(user, "view").values_list("pk", flat=True))
+    reviewing = set(workspaces_for_user(user, "role_reviewer").values_list("pk", flat=True))
+    return bool(visible) and visible == reviewing
+
+
+_DOC_ROW = re.compile(r"^\|\s*\[(?P<title>[^\]]+)\]\((?P<file>[\w.-]+\.md)\)\s*\|\s*(?P<answers>.*?)\s*\|\s*$")
+
+
+def compliance_docs():
+    """[(name, title, what it answers)] from the compliance README's table, then any page it does not list."""
+    if not COMPLIANCE_DOCS.is_dir():
+        return []
+    files = {p.stem: p for p in COMPLIANCE_DOCS.glob("*.md")}
+    docs, listed = [], set()
+    readme = files.get("README")
+    for line in (readme.read_text(encoding="utf-8").splitlines() if readme else []):
+        match = _DOC_ROW.match(line.strip())
+        if match and Path(match["file"]).stem in files:
+            name = Path(match["file"]).stem
+            docs.append((name, match["title"], match["answers"]))
+            listed.add(name)
+    for name in sorted(files):
+        if name not in listed and name != "README":
+            docs.append((name, f"{name}.md", ""))
+    return [{"name": name, "title": title, "answers": answers,
+             "url": reverse("compliance:doc", args=(name,))} for name, title, answers in docs]
+
+
+def _require_workspace_reader(request):
+    if not access(request).can_anywhere("view"):
+        raise PermissionDenied
+
+
+def compliance_view(request):
+    _require_workspace_reader(request)
+    user = request.user
+    can = access(request)
+    recent = (scoped(AuditEvent.objects.all(), user, "audit").select_related("workspace")
+              .order_by("-occurred_at", "-seq")[:RECENT_AUDIT_EVENTS] if can.can_anywhere("audit") else [])
+    workspaces = list(scoped(Workspace.objects.all(), user).order_by("name", "slug")[:50])
+    context = {
+        **admin.site.each_context(request),
+        "title": "Compliance",
+        "subtitle": None,
+        "workspaces": workspaces,
+        "can_read_audit": can.can_anywhere("audit"),
+        "can_export_audit": can.can_anywhere("export_audit"),
+        "recent_audit": recent,
+        "recipient_form": RecipientForm(),
+        "recipient_url": reverse("admin:controlplane_message_recipient"),
+        "docs": compliance_docs(),
+        "docs_readme_url": reverse("compliance:doc", args=("README",)) if (COMPLIANCE_DOCS / "README.md").is_file()
+        else None,
+    }
+    request.current_app = admin.site.name
+    return TemplateResponse(request, "admin/compliance/index.html", context)
+
+
+def compliance_doc_view(request, name):
+    _require_workspace_reader(request)
+    files = {p.stem: p for p in COMPLIANCE_DOCS.glob("*.md")} if COMPLIANCE_DOCS.is_dir() else {}
+    if name not in files:
+        raise Http404("No such compliance page.")
+    context = {
+        **admin.site.each_context(request),
+        "title": files[name].name,
+        "subtitle": None,
+        "text": files[name].read_text(encoding="utf-8"),
+        "docs": compliance_docs(),
+        "name": name,
+    }
+    request.current_app = admin.site.name
+    return TemplateResponse(request, "admin/compliance/doc.html", context)
+
+
+def _site_index(request, extra_context=None):
+    """The admin index; a user who is only ever a reviewer lands on the compliance page instead."""
+    if is_reviewer_only(request.user):
+        return HttpResponseRedirect(reverse("compliance:index"))
+    response = admin.site.index(request, extra_context)
+    if admin.site.index_template is None and access(request).can_anywhere("view"):
+        response.context_data["compliance_url"] = reverse("compliance:index")
+        response.context_data["recipient_url"] = reverse("admin:controlplane_message_recipient")
+        response.template_name = ["admin/compliance/site_index.html", "admin/index.html"]
+    return response
+
+
+site_index = admin.site.admin_view(_site_index)
+
+compliance_urls = [
+    path("", admin.site.admin_view(compliance_view), name="index"),
+    path("docs/<slug:name>/", admin.site.admin_view(compliance_doc_view), name="doc"),
+]
