@@ -51,6 +51,17 @@ CREDENTIALS_KEYS = _credentials_keys()
 DNS_NAMESERVERS = [n.strip() for n in env("DNS_NAMESERVERS") if n.strip()]
 DNSBL_ZONES = [z.strip() for z in env("DNSBL_ZONES") if z.strip()]
 WEBHOOKS_ALLOW_PRIVATE = env("WEBHOOKS_ALLOW_PRIVATE")
+# Domain checks: seconds per DNS query, domains checked at once, and the daily schedule (cron, UTC).
+DNS_QUERY_TIMEOUT = env.float("DNS_QUERY_TIMEOUT", default=3.0)
+DNS_CHECK_CONCURRENCY = env.int("DNS_CHECK_CONCURRENCY", default=48)
+DNS_CHECK_CRON = env("DNS_CHECK_CRON", default="0 6 * * *")
+# Outbound webhooks: waits between delivery attempts (about 27 hours in all), then the delivery fails.
+WEBHOOK_RETRY_DELAYS = [int(x) for x in env.list(
+    "WEBHOOK_RETRY_DELAYS", default=["5", "300", "1800", "7200", "18000", "36000", "36000"])]
+# Provider callbacks larger than this are refused with 413.
+PROVIDER_CALLBACK_MAX_BYTES = env.int("PROVIDER_CALLBACK_MAX_BYTES", default=1024 * 1024)
+# Mailbox health is judged over this many of its latest sends.
+HEALTH_WINDOW_SENDS = env.int("HEALTH_WINDOW_SENDS", default=200)
 # How long a worker owns a message it is handing off before the reconciler may take it back.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=300)
 # Waits between attempts after a transient provider error; after the last, fail over or fail.
