@@ -119,7 +119,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 def why_not_cancellable(message):
-    return WHY_NOT_CANCELLABLE.get(message.status, f"{message.status}")
+    return WHY_NOT_CANCELLABLE.get(message.status, message.status)
 
 
 def _listed(items):
@@ -195,9 +195,8 @@ class MessageAdmin(WorkspaceScopedAdmin):
                 continue
             cancelled.append(message.id)
         if cancelled:
-            noun = "message" if len(cancelled) == 1 else "messages"
-            self.message_user(request, f"Cancelled {len(cancelled)} {noun}; their capacity is free again.",
-                              messages.SUCCESS)
+            held = "message; the slot it held is" if len(cancelled) == 1 else "messages; the slots they held are"
+            self.message_user(request, f"Cancelled {len(cancelled)} {held} free again.", messages.SUCCESS)
         if refused:
             noun = "message was" if len(refused) == 1 else "messages were"
             self.message_user(request, f"{len(refused)} {noun} not cancelled (only scheduled, queued or deferred "
@@ -570,6 +569,7 @@ def _site_index(request, extra_context=None):
     if admin.site.index_template is None and access(request).can_anywhere("view"):
         response.context_data["compliance_url"] = reverse("compliance:index")
         response.context_data["recipient_url"] = reverse("admin:controlplane_message_recipient")
+        response.context_data["can_read_audit"] = access(request).can_anywhere("audit")
         response.template_name = ["admin/compliance/site_index.html", "admin/index.html"]
     return response
 
