@@ -1,4 +1,7 @@
+import datetime as dt
 import os
+import platform
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -23,3 +26,45 @@ def process_env():
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env["REDIS_URL"] = django_settings.REDIS_URL
     return env
+
+
+_FIGURES = []
+
+
+@pytest.fixture
+def report():
+    """`report(benchmark, figure, value, target, ok)`: a row of docs/benchmarks.md."""
+    def add(benchmark, figure, value, target="", ok=None):
+        _FIGURES.append((benchmark, figure, value, target, "" if ok is None else ("yes" if ok else "**no**")))
+
+    return add
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`make bench` writes what it measured to docs/benchmarks.md."""
+    if not _FIGURES:
+        return
+    path = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+    path.parent.mkdir(exist_ok=True)
+    previous = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 5 and cells[0] not in ("benchmark", "---"):
+                previous[(cells[0], cells[1])] = cells
+    for row in _FIGURES:
+        previous[(row[0], row[1])] = list(row)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (each benchmark keeps its latest figures). Every figure is measured on",
+        "this machine in one run, beside its ceiling where it has one; see `tests/bench/` for how.",
+        "",
+        f"Last run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}.",
+        "",
+        "| benchmark | figure | value | target | met |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {' | '.join(str(c) for c in cells)} |" for cells in previous.values()]
+    path.write_text("\n".join(lines) + "\n")

@@ -22,7 +22,7 @@ def _peak_mb():
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_export_million_events(workspace, tmp_path, fmt):
+def test_export_million_events(workspace, tmp_path, fmt, report):
     for start in range(0, ROWS, 100_000):
         bulk_chain(workspace, min(100_000, ROWS - start))
     baseline = _peak_mb()
@@ -35,3 +35,6 @@ def test_export_million_events(workspace, tmp_path, fmt):
     print(f"\naudit export ({fmt}): {ROWS} rows in {seconds:.1f} s = {ROWS / seconds:,.0f} rows/s; "
           f"file {output.stat().st_size / 1e6:.0f} MB; peak RSS growth {growth:.0f} MB "
           f"(targets: > 50,000 rows/s, < 200 MB)")
+    name = f"audit export, {ROWS:,} events ({fmt})"
+    report(name, "rows per second", f"{ROWS / seconds:,.0f}", "> 50,000", ROWS / seconds > 50_000)
+    report(name, "peak memory growth", f"{growth:.0f} MB", "< 200 MB", growth < 200)
