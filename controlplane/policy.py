@@ -69,6 +69,8 @@ def check_pauses(*, workspace, mailbox=None):
 
 
 def check_suppression(*, workspace, address):
+    if not suppression.is_suppressed(workspace, address):  # the one index probe on the hot path
+        return
     entry = suppression.find(workspace, address)
     if entry is not None:
         raise PolicyRejection("suppressed", f"{address} is on the suppression list ({entry.reason}).",
