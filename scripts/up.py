@@ -168,6 +168,8 @@ def process_commands(port):
     return {
         "web": [python, manage, "runserver", f"{HOST}:{port}", "--noreload"],
         "worker": [python, manage, "runworker"],
+        # The demo SMTP provider points here: a local server that accepts and discards mail.
+        "mail": [python, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:1025", "-c", "aiosmtpd.handlers.Sink"],
     }
 
 

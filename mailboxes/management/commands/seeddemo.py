@@ -97,10 +97,28 @@ class Command(AuditedCommand):
                 _, created = suppression_services.suppress(workspace=workspace, value=value, reason=reason,
                                                            source="seeddemo", note=note)
                 self.counts["created" if created else "present"] += 1
+        self.messages(workspace)
         self.stdout.write(
             f"Demo workspace “{workspace.slug}” ({workspace.pk}) is ready: {self.counts['created']} object(s) "
             f"created, {self.counts['present']} already present."
         )
+
+    def messages(self, workspace):
+        """A few sends through the real intake (once): accepted, scheduled or refused by the policy,
+        whatever today's caps and send windows say, so the demo shows the evidence of each."""
+        from controlplane import intake
+        from controlplane.api.messages import message_body
+        from controlplane.models import Message
+
+        if Message.objects.for_workspace(workspace).exists():
+            return
+        for n, to in enumerate(["ada@prospect.example", "grace@prospect.example", "alan@prospect.example",
+                                "legal@example.com", "ceo@competitor.example"]):
+            intake.submit(workspace=workspace, serialize=message_body, data={
+                "to": to, "subject": f"Quick question about your outbound, {to.split('@')[0].title()}",
+                "text": "Hi,\n\nare you the right person to talk to about outbound email?\n\nThanks", "workload": "cold",
+                "thread_key": f"demo-{n}"})
+            self.counts["created"] += 1
 
     def workspace(self):
         existing = Workspace.objects.filter(slug=SLUG).first()
