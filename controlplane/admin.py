@@ -13,6 +13,8 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -21,14 +23,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from audit.export import escape_cell
 from audit.models import AuditEvent
-from controlplane import intake, recipients
-from controlplane.admin_base import NOBODY, WorkspaceScopedAdmin, access, scoped
+from controlplane import admin_dashboard, intake, recipients, webhooks
+from controlplane.admin_base import NOBODY, WorkspaceScopedAdmin, WorkspaceScopedForm, access, adopt, scoped
 from controlplane.api.errors import PolicyRejection
-from controlplane.models import EVENT_TYPES, WAITING_STATUSES, Event, Message
+from controlplane.models import EVENT_TYPES, WAITING_STATUSES, Event, Message, WebhookDelivery, WebhookEndpoint
 from mailboxes.models import Pool
 from suppression import services as suppression
 from suppression.models import Suppression
@@ -570,7 +572,12 @@ def _site_index(request, extra_context=None):
         response.context_data["compliance_url"] = reverse("compliance:index")
         response.context_data["recipient_url"] = reverse("admin:controlplane_message_recipient")
         response.context_data["can_read_audit"] = access(request).can_anywhere("audit")
-        response.template_name = ["admin/compliance/site_index.html", "admin/index.html"]
+        workspaces = admin_dashboard.dashboard_workspaces(request)
+        workspace = admin_dashboard.chosen_workspace(request, workspaces)
+        if workspace is not None:
+            response.context_data["dashboard_workspaces"] = workspaces
+            response.context_data["dashboard"] = admin_dashboard.compute(request, workspace)
+        response.template_name = ["admin/dashboard/index.html", "admin/index.html"]
     return response
 
 
@@ -580,3 +587,175 @@ compliance_urls = [
     path("", admin.site.admin_view(compliance_view), name="index"),
     path("docs/<slug:name>/", admin.site.admin_view(compliance_doc_view), name="doc"),
 ]
+
+
+# Webhooks ------------------------------------------------------------------------------------
+
+WEBHOOK_PERM = "webhooks"
+
+
+class WebhookEndpointForm(WorkspaceScopedForm):
+    url = forms.CharField(max_length=2000, widget=forms.URLInput(attrs={"size": 80}),
+                          help_text="A public https:// URL; deliveries follow the Standard Webhooks spec.")
+    event_types = forms.MultipleChoiceField(choices=[(name, name) for name in EVENT_TYPES], required=False,
+                                            widget=forms.CheckboxSelectMultiple,
+                                            help_text="Leave all unticked to receive every event type.")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["workspace", "url", "event_types", "description", "active"]
+
+    def clean_url(self):
+        value = self.cleaned_data["url"].strip()
+        try:
+            webhooks.resolve_target(value)
+        except webhooks.UnsafeTarget as exc:
+            raise forms.ValidationError(str(exc))
+        return value
+
+    def clean_event_types(self):
+        return list(dict.fromkeys(self.cleaned_data.get("event_types") or []))
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(WorkspaceScopedAdmin):
+    """Endpoints are created through the webhooks service: the signing secret is shown once, on creation."""
+
+    form = WebhookEndpointForm
+    change_perm = WEBHOOK_PERM
+    audit_name = "webhook"
+    list_display = ("url", "workspace", "event_types_list", "active", "failed_deliveries", "pending_retries",
+                    "description", "created_at")
+    list_filter = ("active", "workspace")
+    list_select_related = ("workspace",)
+    search_fields = ("url", "description")
+    readonly_fields = ("secret_state", "deliveries_link", "created_at")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["workspace", "url", "event_types", "description"]
+        return ["workspace", "url", "event_types", "description", "active", "secret_state", "deliveries_link",
+                "created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            failed_count=Count("deliveries", filter=Q(deliveries__status="failed")),
+            retrying_count=Count("deliveries", filter=Q(deliveries__status="pending", deliveries__attempts__gt=0)),
+        )
+
+    def audit_exclude(self):
+        return super().audit_exclude() + ("secret",)
+
+    @admin.display(description="Event types")
+    def event_types_list(self, obj):
+        return ", ".join(obj.event_types or []) or "every type"
+
+    @admin.display(description="Failed deliveries", ordering="failed_count")
+    def failed_deliveries(self, obj):
+        return getattr(obj, "failed_count", 0)
+
+    @admin.display(description="Retrying")
+    def pending_retries(self, obj):
+        return getattr(obj, "retrying_count", 0)
+
+    @admin.display(description="Signing secret")
+    def secret_state(self, obj):
+        return "Set. It was shown once, when the endpoint was created, and is never shown again."
+
+    @admin.display(description="Deliveries")
+    def deliveries_link(self, obj):
+        url = reverse("admin:controlplane_webhookdelivery_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?endpoint__id__exact={}">Delivery log</a>', url, obj.pk)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        endpoint, secret = webhooks.create_endpoint(
+            workspace=form.cleaned_data["workspace"], url=form.cleaned_data["url"],
+            event_types=form.cleaned_data.get("event_types") or [],
+            description=form.cleaned_data.get("description") or "")
+        adopt(obj, endpoint)
+        request._webhook_secret = secret
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        secret = getattr(request, "_webhook_secret", None)
+        if secret:
+            self.message_user(request, format_html(
+                "The signing secret of {} is <code>{}</code>. Copy it now: it is shown only this once.",
+                obj.url, secret), messages.WARNING)
+        return super().response_add(request, obj, post_url_continue)
+
+    def delete_model(self, request, obj):
+        webhooks.delete_endpoint(endpoint=obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for endpoint in queryset.select_related("workspace"):
+                webhooks.delete_endpoint(endpoint=endpoint)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(WorkspaceScopedAdmin):
+    """The delivery log: read-only, with "Retry now" for those whose role manages webhooks."""
+
+    change_perm = NOBODY
+    add_perm = NOBODY
+    delete_perm = NOBODY
+    list_display = ("id", "endpoint_url", "event_type", "status", "attempts", "response_status", "latency",
+                    "error_summary", "next_attempt_at", "created_at")
+    list_filter = ("status", "endpoint", "created_at")
+    list_select_related = ("endpoint", "event")
+    search_fields = ("=id", "=event__id")
+    search_help_text = "A delivery id or an event id (exact)."
+    show_full_result_count = False
+    fields = ("id", "endpoint_url", "event_type", "status", "attempts", "response_status", "latency", "error",
+              "next_attempt_at", "last_attempt_at", "delivered_at", "created_at", "response_body", "attempt_table")
+    readonly_fields = fields
+    actions = ["retry_now"]
+
+    def has_retry_permission(self, request, obj=None):
+        return self.allowed(request, WEBHOOK_PERM, obj)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("endpoint__workspace", "event")
+
+    @admin.display(description="Endpoint", ordering="endpoint__url")
+    def endpoint_url(self, obj):
+        return obj.endpoint.url
+
+    @admin.display(description="Event")
+    def event_type(self, obj):
+        return f"{obj.event.type} ({obj.event.id})"
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency(self, obj):
+        return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "—"
+
+    @admin.display(description="Error")
+    def error_summary(self, obj):
+        text = obj.error or ""
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description="Attempts log")
+    def attempt_table(self, obj):
+        rows = []
+        for attempt in obj.attempt_log or []:
+            attempt = attempt if isinstance(attempt, dict) else {"error": str(attempt)}
+            rows.append((attempt.get("at", ""), attempt.get("status", attempt.get("response_status", "")) or "—",
+                         f"{attempt['latency_ms']} ms" if attempt.get("latency_ms") is not None else "—",
+                         attempt.get("error", "") or ""))
+        if not rows:
+            return "No attempt yet."
+        return format_html(
+            "<table><thead><tr><th>At</th><th>Response</th><th>Latency</th><th>Error</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        self.act_on_each(request, queryset, perm=WEBHOOK_PERM, done="queued again",
+                         apply=lambda delivery: webhooks.retry_delivery(delivery=delivery))

@@ -370,6 +370,51 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/reason_confirmation.html", context)
 
+    def act_with_form(self, request, queryset, *, perm, title, button, form_class, apply, done, form_kwargs=None,
+                      check=None, intro=None):
+        """An action that asks for a form on a confirmation page, then calls apply(obj, cleaned_data).
+
+        `check(objects)` may return an error that stops the action before the form is shown. Only objects in
+        workspaces where the user holds `perm` are touched.
+        """
+        objects, left_out = self.permitted(request, queryset, perm)
+        error = check(objects) if (check and objects) else None
+        if error:
+            self.message_user(request, error, messages.ERROR)
+            return None
+        kwargs = form_kwargs(objects) if callable(form_kwargs) else (form_kwargs or {})
+        form = form_class(request.POST if "apply" in request.POST else None, **kwargs)
+        if form.is_bound and form.is_valid():
+            with transaction.atomic():
+                for obj in objects:
+                    apply(obj, form.cleaned_data)
+            self.report(request, objects, left_out, done)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "intro": intro,
+            "button": button,
+            "objects": objects,
+            "left_out": left_out,
+            "form": form,
+            "opts": self.opts,
+            "action": request.POST.get("action", ""),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/form_confirmation.html", context)
+
+    def record_change(self, obj, before, *, action=None):
+        """Audits the difference between `before` (an audit snapshot) and the object as stored now."""
+        after = self.audit_snapshot(self.model._default_manager.get(pk=obj.pk))
+        before, after = audit.diff(before, after)
+        if after:
+            audit.record(workspace=obj.workspace, action=action or f"{self.audit_name}.updated", obj=obj,
+                         before=before, after=after)
+
     def act_on_each(self, request, queryset, *, perm, apply, done):
         objects, left_out = self.permitted(request, queryset, perm)
         with transaction.atomic():

@@ -1,16 +1,20 @@
 import datetime as dt
+from decimal import Decimal
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.validators import slug_re
 from django.db.models import Count
+from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from controlplane.admin_base import WorkspaceScopedAdmin, WorkspaceScopedForm, scoped_choices
+from mailboxes import jobs
 from mailboxes.api.serializers import CHECK_NAMES, HOSTNAME_RE
 from mailboxes.models import Mailbox, Pool, SendingDomain, WarmupProfile
-from mailboxes.services import caps, identities
+from mailboxes.services import caps, health, identities
 
 WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat"), (7, "Sun")]
 
@@ -41,7 +45,7 @@ class SendingDomainAdmin(WorkspaceScopedAdmin):
     search_fields = ("name",)
     list_select_related = ("workspace",)
     readonly_fields = ("status", "checked_at", "paused", "paused_reason", "checks_detail", "records_to_publish_table")
-    actions = ["pause_domains", "resume_domains"]
+    actions = ["check_dns_now", "pause_domains", "resume_domains"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -82,6 +86,20 @@ class SendingDomainAdmin(WorkspaceScopedAdmin):
             format_html_join("", "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
                              ((r["type"], r["name"], r["value"]) for r in obj.records_to_publish())),
         )
+
+    @admin.action(description="Check DNS now", permissions=["change"])
+    def check_dns_now(self, request, queryset):
+        objects, left_out = self.permitted(request, queryset, self.change_perm)
+        for domain in objects:
+            jobs.enqueue_domain_check(domain.pk, "manual")
+        if objects:
+            names = ", ".join(d.name for d in objects[:10]) + (f" and {len(objects) - 10} more" if len(objects) > 10
+                                                               else "")
+            self.message_user(request, f"Queued DNS checks of {names}. Each domain's status and checks update here "
+                                       "when its check finishes (usually within a minute).", messages.SUCCESS)
+        if left_out:
+            self.message_user(request, f"Left {left_out} domain{'s' if left_out != 1 else ''} unchecked: your role "
+                                       "does not allow it in their workspace.", messages.WARNING)
 
     @admin.action(description="Pause sending from the selected domains", permissions=["change"])
     def pause_domains(self, request, queryset):
@@ -247,9 +265,11 @@ class MailboxAdmin(WorkspaceScopedAdmin):
     list_filter = ("status", "workspace", "domain", "provider")
     search_fields = ("address", "display_name")
     list_select_related = ("workspace", "domain", "provider", "warmup_profile")
-    readonly_fields = ("domain", "status", "paused_reason", "usage_summary", "last_used_at")
-    actions = ["pause_mailboxes", "resume_mailboxes"]
+    readonly_fields = ("domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict")
+    actions = ["pause_mailboxes", "resume_mailboxes", "change_caps", "assign_warmup_profile", "move_to_pool",
+               "retire_mailboxes"]
     fieldsets = (
+        ("Can this mailbox send?", {"fields": ("sending_verdict",)}),
         (None, {"fields": ("workspace", "address", "display_name", "domain", "provider", "status", "paused_reason")}),
         ("Caps and usage", {"fields": ("daily_cap", "weekly_cap", "usage_summary", "warmup_profile",
                                        "warmup_started_on")}),
@@ -263,9 +283,9 @@ class MailboxAdmin(WorkspaceScopedAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            hidden = {"domain", "status", "paused_reason", "usage_summary", "last_used_at"}
+            hidden = {"domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict"}
             return [(name, {**options, "fields": tuple(f for f in options["fields"] if f not in hidden)})
-                    for name, options in self.fieldsets]
+                    for name, options in self.fieldsets if any(f not in hidden for f in options["fields"])]
         if not self.has_change_permission(request, obj):
             return [(name, {**options, "fields": tuple("pool_names" if f == "pools" else f for f in options["fields"])})
                     for name, options in self.fieldsets]
@@ -333,3 +353,218 @@ class MailboxAdmin(WorkspaceScopedAdmin):
     def resume_mailboxes(self, request, queryset):
         self.act_on_each(request, queryset.filter(status="paused"), perm=self.change_perm, done="resumed",
                          apply=lambda mailbox: identities.resume_mailbox(mailbox=mailbox))
+
+    # Bulk changes ------------------------------------------------------------------------------
+
+    def _bulk_update(self, mailbox, **fields):
+        mailbox = Mailbox.objects.select_for_update().select_related("workspace").get(pk=mailbox.pk)
+        before = self.audit_snapshot(mailbox)
+        if fields:
+            Mailbox.objects.filter(pk=mailbox.pk).update(**fields)
+        return mailbox, before
+
+    @admin.action(description="Change caps of the selected mailboxes", permissions=["change"])
+    def change_caps(self, request, queryset):
+        def apply(mailbox, data):
+            fields = {name: data[name] for name in ("daily_cap", "weekly_cap") if data.get(name) is not None}
+            mailbox, before = self._bulk_update(mailbox, **fields)
+            self.record_change(mailbox, before)
+
+        return self.act_with_form(request, queryset, perm=self.change_perm, title="Change caps",
+                                  button="Change these caps", form_class=CapsForm, apply=apply, done="updated")
+
+    @admin.action(description="Assign a warm-up profile to the selected mailboxes", permissions=["change"])
+    def assign_warmup_profile(self, request, queryset):
+        def apply(mailbox, data):
+            profile = data["warmup_profile"]
+            fields = {"warmup_profile": profile,
+                      "warmup_started_on": (data["warmup_started_on"] or dt.date.today()) if profile else None}
+            mailbox, before = self._bulk_update(mailbox, **fields)
+            self.record_change(mailbox, before)
+
+        return self.act_with_form(
+            request, queryset, perm=self.change_perm, title="Assign a warm-up profile", button="Assign this profile",
+            form_class=WarmupAssignForm, apply=apply, done="updated", check=one_workspace,
+            form_kwargs=lambda objects: {"workspace": objects[0].workspace if objects else None})
+
+    @admin.action(description="Move the selected mailboxes to a pool", permissions=["change"])
+    def move_to_pool(self, request, queryset):
+        def apply(mailbox, data):
+            mailbox, before = self._bulk_update(mailbox)
+            if not data["keep_other_pools"]:
+                for pool in mailbox.pools.exclude(pk=data["pool"].pk):
+                    pool.mailboxes.remove(mailbox)
+            data["pool"].mailboxes.add(mailbox)
+            self.record_change(mailbox, before)
+
+        return self.act_with_form(
+            request, queryset, perm=self.change_perm, title="Move mailboxes to a pool", button="Move to this pool",
+            form_class=PoolMoveForm, apply=apply, done="moved", check=one_workspace,
+            form_kwargs=lambda objects: {"workspace": objects[0].workspace if objects else None})
+
+    @admin.action(description="Retire the selected mailboxes (no new sends, history kept)", permissions=["change"])
+    def retire_mailboxes(self, request, queryset):
+        def apply(mailbox, data):
+            mailbox, before = self._bulk_update(mailbox, status="retired", paused_reason=data["reason"])
+            self.record_change(mailbox, before, action="mailbox.retired")
+
+        return self.act_with_form(
+            request, queryset.exclude(status="retired"), perm=self.change_perm, title="Retire mailboxes",
+            button="Retire these mailboxes", form_class=RetireForm, apply=apply, done="retired",
+            intro="A retired mailbox is never chosen for a new send and cannot be pinned; its messages, events "
+                  "and usage stay as they are; messages already waiting for it stay waiting until you cancel them.")
+
+    def get_object(self, request, object_id, from_field=None):
+        queryset = self.get_queryset(request).select_related("workspace", "domain", "provider", "warmup_profile")
+        try:
+            return queryset.get(pk=object_id)
+        except (Mailbox.DoesNotExist, ValueError):
+            return None
+
+    @admin.display(description="Verdict")
+    def sending_verdict(self, obj):
+        return render_to_string("admin/mailboxes/mailbox/sending_verdict.html", {"s": sending_state(obj)})
+
+
+WEEKDAY_NAMES = dict(WEEKDAYS)
+
+
+def one_workspace(objects):
+    if len({m.workspace_id for m in objects}) > 1:
+        return "Select mailboxes of one workspace: warm-up profiles and pools belong to a workspace."
+    return None
+
+
+class CapsForm(forms.Form):
+    daily_cap = forms.IntegerField(min_value=0, required=False, help_text="Leave empty to keep each mailbox's.")
+    weekly_cap = forms.IntegerField(min_value=0, required=False, help_text="Leave empty to keep each mailbox's.")
+
+    def clean(self):
+        cleaned = super().clean()
+        daily, weekly = cleaned.get("daily_cap"), cleaned.get("weekly_cap")
+        if daily is None and weekly is None and not self.errors:
+            raise forms.ValidationError("Give a daily cap, a weekly cap, or both.")
+        if daily is not None and weekly is not None and weekly < daily:
+            self.add_error("weekly_cap", f"Must be at least the daily cap ({daily}).")
+        return cleaned
+
+
+class WarmupAssignForm(forms.Form):
+    warmup_profile = forms.ModelChoiceField(queryset=WarmupProfile.objects.none(), required=False,
+                                            empty_label="No warm-up (remove the profile)")
+    warmup_started_on = forms.DateField(required=False, help_text="Day 1 of the ramp; empty: today.",
+                                        widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, workspace=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["warmup_profile"].queryset = WarmupProfile.objects.filter(workspace=workspace).order_by("name")
+
+
+class PoolMoveForm(forms.Form):
+    pool = forms.ModelChoiceField(queryset=Pool.objects.none())
+    keep_other_pools = forms.BooleanField(required=False, label="Keep them in their other pools too",
+                                          help_text="Unticked: they leave every other pool.")
+
+    def __init__(self, *args, workspace=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["pool"].queryset = Pool.objects.filter(workspace=workspace).order_by("name")
+
+
+class RetireForm(forms.Form):
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 80}),
+                             help_text="Kept on the mailbox and in the audit log.")
+
+
+def _pct(value):
+    return f"{(Decimal(value) * 100).quantize(Decimal('0.01'))}%"
+
+
+def sending_state(mailbox, now=None):
+    """Whether `mailbox` can hand off a message now and, if not, every reason why and when it next can."""
+    now = now or timezone.now()
+    workspace, domain = mailbox.workspace, mailbox.domain
+    usage = caps.usage(mailbox, now)
+    blockers = []
+    if workspace.paused:
+        blockers.append(f"The workspace is paused: {workspace.paused_reason or 'no reason given'}.")
+    if mailbox.status == "paused":
+        blockers.append(f"The mailbox is paused: {mailbox.paused_reason or 'no reason given'}.")
+    elif mailbox.status == "retired":
+        blockers.append("The mailbox is retired: it takes no new sends (its history is kept).")
+    elif mailbox.status == "error":
+        blockers.append(f"The mailbox is in error: {mailbox.paused_reason or mailbox.last_error or 'see the last provider error'}.")
+    if domain.paused:
+        blockers.append(f"Its domain {domain.name} is paused: {domain.paused_reason or 'no reason given'}.")
+
+    later = []
+    next_at = None
+    if usage["remaining_this_week"] == 0:
+        later.append(f"The weekly cap of {mailbox.weekly_cap} is used up ({usage['this_week']} sent this week).")
+    elif usage["remaining_today"] == 0:
+        later.append(f"Today's cap of {usage['effective_cap_today']} is used up ({usage['today']} sent today).")
+    if later:
+        next_at = caps.next_available_at(mailbox, now)
+    else:
+        slot = caps.slot_on_day(mailbox, now)
+        if slot is None:
+            later.append("It is outside the send window now.")
+            next_at = caps.next_available_at(mailbox, now)
+        elif slot > now:
+            next_at = slot
+            if mailbox.next_slot_at and slot == mailbox.next_slot_at:
+                later.append(f"Pacing: at least {mailbox.min_interval_seconds} s between sends.")
+            else:
+                later.append("The send window has not opened yet today.")
+
+    warmup_day = usage.get("warmup_day")
+    if warmup_day:
+        allowance = mailbox.warmup_profile.allowance(warmup_day)
+        if allowance < mailbox.daily_cap:
+            cap_why = (f"warm-up day {warmup_day} of “{mailbox.warmup_profile.name}” allows {allowance} "
+                       f"(below the daily cap of {mailbox.daily_cap})")
+        else:
+            cap_why = (f"the daily cap of {mailbox.daily_cap} (warm-up day {warmup_day} of "
+                       f"“{mailbox.warmup_profile.name}” would allow {allowance})")
+    else:
+        cap_why = f"the daily cap of {mailbox.daily_cap} (no warm-up profile)"
+    if usage["remaining_this_week"] < usage["effective_cap_today"] - usage["today"]:
+        cap_why += f"; the weekly cap leaves only {usage['remaining_this_week']} this week"
+
+    figures = health.rates(mailbox)
+    judged = figures["sends"] >= workspace.health_min_sends
+    if blockers:
+        verdict = "Cannot send"
+    elif later:
+        verdict = "Cannot send now"
+    else:
+        verdict = "Can send now"
+    return {
+        "verdict": verdict,
+        "ok": not blockers and not later,
+        "blockers": blockers,
+        "later": later,
+        "next_at": next_at,
+        "no_next": (bool(later) and next_at is None and not blockers),
+        "usage": usage,
+        "cap_why": cap_why,
+        "weekly_cap": mailbox.weekly_cap,
+        "window": {"days": ", ".join(WEEKDAY_NAMES.get(d, str(d)) for d in sorted(mailbox.send_window_days or []))
+                   or "no day", "start": mailbox.send_window_start.strftime("%H:%M"),
+                   "end": mailbox.send_window_end.strftime("%H:%M"), "timezone": mailbox.send_window_timezone},
+        "min_interval": mailbox.min_interval_seconds,
+        "jitter": mailbox.jitter_seconds,
+        "next_slot_at": mailbox.next_slot_at if mailbox.next_slot_at and mailbox.next_slot_at > now else None,
+        "health": {
+            "sends": figures["sends"], "hard_bounces": figures["hard_bounces"], "complaints": figures["complaints"],
+            "hard_bounce_rate": _pct(figures["hard_bounce_rate"]), "complaint_rate": _pct(figures["complaint_rate"]),
+            "hard_bounce_threshold": _pct(workspace.hard_bounce_threshold),
+            "complaint_threshold": _pct(workspace.complaint_threshold),
+            "hard_bounce_over": judged and figures["hard_bounce_rate"] > workspace.hard_bounce_threshold,
+            "complaint_over": judged and figures["complaint_rate"] > workspace.complaint_threshold,
+            "judged": judged, "min_sends": workspace.health_min_sends,
+        },
+        "domain": domain,
+        "domain_checks": [(name, ((domain.checks or {}).get(name) or {}).get("status", "unchecked"))
+                          for name in CHECK_NAMES],
+        "last_error": mailbox.last_error,
+    }

@@ -5,13 +5,15 @@ from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.safestring import mark_safe
 from rest_framework_api_key.models import APIKey
 
-from controlplane.admin_base import NOBODY, SUPERUSERS, WorkspaceScopedAdmin, WorkspaceScopedForm, adopt
+from django.db.models import Count, Q
+
+from controlplane.admin_base import NOBODY, SUPERUSERS, WorkspaceScopedAdmin, WorkspaceScopedForm, access, adopt
 from workspaces import roles, services
 from workspaces.models import Workspace, WorkspaceAPIKey
 
@@ -102,12 +104,33 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
         return [
             path("<path:object_id>/members/", self.admin_site.admin_view(self.members_view),
                  name="workspaces_workspace_members"),
+            path("<path:object_id>/onboarding/", self.admin_site.admin_view(self.onboarding_view),
+                 name="workspaces_workspace_onboarding"),
             *super().get_urls(),
         ]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_manage_roles"] = obj is not None and self.has_roles_permission(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def onboarding_view(self, request, object_id):
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET"])
+        workspace = self.get_object(request, unquote(object_id))
+        if workspace is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        steps = onboarding_steps(request, workspace)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Set up {workspace}",
+            "subtitle": None,
+            "opts": self.opts,
+            "original": workspace,
+            "steps": steps,
+            "done": sum(1 for step in steps if step["done"]),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/workspaces/workspace/onboarding.html", context)
 
     def members_view(self, request, object_id):
         workspace = self.get_object(request, unquote(object_id))
@@ -152,6 +175,61 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
         roles.revoke_role(user=user, workspace=workspace)
         messages.success(request, f"{username} no longer holds a role in {workspace}.")
         return None
+
+
+def _link(name, query="", *args):
+    return reverse(f"admin:{name}", args=args) + query
+
+
+def onboarding_steps(request, workspace):
+    """The setup steps in the order operators follow them, each done or not, with where to do it."""
+    from controlplane.models import WebhookEndpoint
+    from mailboxes.models import Mailbox, SendingDomain
+
+    can = access(request)
+    in_ws = f"?workspace__id__exact={workspace.pk}"
+    domains = SendingDomain.objects.filter(workspace=workspace).aggregate(
+        total=Count("id"), passing=Count("id", filter=Q(status="pass")),
+        failing=Count("id", filter=Q(status="fail")))
+    mailboxes = Mailbox.objects.filter(workspace=workspace, status="active").aggregate(
+        total=Count("id"), unramped=Count("id", filter=Q(warmup_profile__isnull=True)))
+    keys = WorkspaceAPIKey.objects.filter(workspace=workspace, revoked=False).count()
+    hooks = WebhookEndpoint.objects.filter(workspace=workspace, active=True).count()
+    manage = can.can_in("identities", workspace.pk)
+    return [
+        {"key": "domains", "title": "Register sending domains", "done": domains["total"] > 0,
+         "detail": f"{domains['total']} domain{'s' if domains['total'] != 1 else ''} registered.",
+         "url": _link("mailboxes_sendingdomain_add") if manage and not domains["total"]
+         else _link("mailboxes_sendingdomain_changelist", in_ws),
+         "action": "Add a domain" if not domains["total"] else "See domains"},
+        {"key": "authentication", "title": "Publish DNS records until SPF, DKIM and DMARC pass",
+         "done": domains["total"] > 0 and domains["passing"] == domains["total"],
+         "detail": (f"{domains['passing']} of {domains['total']} domains pass"
+                    + (f", {domains['failing']} fail" if domains["failing"] else "") + "."),
+         "url": _link("mailboxes_sendingdomain_changelist", in_ws),
+         "action": "Open domains (records to publish, “Check DNS now”)"},
+        {"key": "mailboxes", "title": "Connect mailboxes", "done": mailboxes["total"] > 0,
+         "detail": f"{mailboxes['total']} active mailbox{'es' if mailboxes['total'] != 1 else ''}.",
+         "url": _link("mailboxes_mailbox_add") if manage and not mailboxes["total"]
+         else _link("mailboxes_mailbox_changelist", in_ws),
+         "action": "Add a mailbox" if not mailboxes["total"] else "See mailboxes"},
+        {"key": "warmup", "title": "Assign warm-up profiles",
+         "done": mailboxes["total"] > 0 and mailboxes["unramped"] == 0,
+         "detail": f"{mailboxes['unramped']} active mailbox{'es' if mailboxes['unramped'] != 1 else ''} without "
+                   "a warm-up profile.",
+         "url": _link("mailboxes_mailbox_changelist", in_ws + "&warmup_profile__isnull=True"),
+         "action": "Select mailboxes, then “Assign a warm-up profile”"},
+        {"key": "api_key", "title": "Point the sequencer at the API (create an API key)", "done": keys > 0,
+         "detail": f"{keys} active API key{'s' if keys != 1 else ''}.",
+         "url": _link("workspaces_workspaceapikey_add") if can.can_in("api_keys", workspace.pk)
+         else _link("workspaces_workspaceapikey_changelist", in_ws),
+         "action": "Create an API key"},
+        {"key": "webhook", "title": "Subscribe a webhook", "done": hooks > 0,
+         "detail": f"{hooks} active webhook endpoint{'s' if hooks != 1 else ''}.",
+         "url": _link("controlplane_webhookendpoint_add") if can.can_in("webhooks", workspace.pk)
+         else _link("controlplane_webhookendpoint_changelist", in_ws),
+         "action": "Add a webhook endpoint"},
+    ]
 
 
 def _is_last_owner(user, workspace):
