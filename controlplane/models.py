@@ -61,6 +61,7 @@ class Message(models.Model):
             models.Index(fields=["workspace", "to_address"], name="message_ws_to"),
             models.Index(fields=["status", "scheduled_at"], name="message_due"),
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread"),
+            models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
         ]
 
     def __str__(self):
@@ -84,7 +85,10 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["workspace", "seq"], name="event_ws_seq")]
+        indexes = [
+            models.Index(fields=["workspace", "seq"], name="event_ws_seq"),
+            models.Index(fields=["workspace", "type", "occurred_at"], name="event_ws_type_time"),
+        ]
 
     def __str__(self):
         return f"{self.type} {self.id}"
