@@ -3,14 +3,11 @@ import json
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html
 
 from audit import export
-from audit import services as audit
 from audit.models import AuditEvent
 from controlplane.admin_base import NOBODY, WorkspaceScopedAdmin, scoped
 from workspaces.scoping import workspaces_for_user
@@ -134,23 +131,7 @@ class AuditEventAdmin(WorkspaceScopedAdmin):
 
     def _stream_export(self, request, *, workspace, format, since, until, action):
         filters = {"since": since, "until": until, "action": action or None}
-        queryset, _ = export.bounded_queryset(workspace=workspace, **filters)
-        sha256, rows, size = export.digest_and_count(queryset, format)
-        with transaction.atomic():
-            audit.record(workspace=workspace, action="audit.exported", object_type="audit",
-                         after={"format": format, "rows": rows, "sha256": sha256, "via": "admin",
-                                **{k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                   for k, v in filters.items() if v}})
-        response = StreamingHttpResponse(
-            export.iter_chunks(queryset, format),
-            content_type="text/csv; charset=utf-8" if format == "csv" else "application/jsonl; charset=utf-8",
-        )
-        response["X-Audit-Digest"] = f"sha256={sha256}"
-        response["X-Audit-Rows"] = str(rows)
-        response["Content-Length"] = str(size)
-        name = workspace.slug if workspace is not None else "all"
-        response["Content-Disposition"] = f'attachment; filename="audit-{name}.{format}"'
-        return response
+        return export.streamed_response(workspace=workspace, fmt=format, filters=filters, via="admin")
 
 
 def _pretty(value):

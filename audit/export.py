@@ -191,3 +191,29 @@ def manifest(*, queryset, fmt, sha256, rows, filters, generated_by) -> dict:
         "generated_by": generated_by,
         "chain_heads": chain_heads_at_end(queryset),
     }
+
+
+def streamed_response(*, workspace, fmt: str, filters: dict, via: str):
+    """The HTTP download of an export (API and admin): digest first, then the streamed body, and the
+    export itself recorded in the audit log."""
+    from django.db import transaction
+    from django.http import StreamingHttpResponse
+
+    from audit import services as audit
+
+    queryset, _ = bounded_queryset(workspace=workspace, **filters)
+    sha256, rows, size = digest_and_count(queryset, fmt)
+    with transaction.atomic():
+        audit.record(workspace=workspace, action="audit.exported", object_type="audit",
+                     after={"format": fmt, "rows": rows, "sha256": sha256, "via": via,
+                            **{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in filters.items() if v}})
+    response = StreamingHttpResponse(
+        iter_chunks(queryset, fmt),
+        content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/jsonl; charset=utf-8",
+    )
+    response["X-Audit-Digest"] = f"sha256={sha256}"
+    response["X-Audit-Rows"] = str(rows)
+    response["Content-Length"] = str(size)
+    name = workspace.slug if workspace is not None else "all"
+    response["Content-Disposition"] = f'attachment; filename="audit-{name}.{fmt}"'
+    return response

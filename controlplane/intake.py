@@ -22,8 +22,7 @@ class IdempotencyConflict(Exception):
 
 
 class _Replay(Exception):
-    def __init__(self, record):
-        self.record = record
+    """Another request already holds this Idempotency-Key: answer with its response."""
 
 
 def request_hash(payload: dict) -> str:
@@ -68,7 +67,7 @@ def submit(*, workspace, data: dict, serialize, idempotency_key: str = "", now=N
             return 202, body
         except policy.LostRace:
             continue
-        except _Replay as replay:
+        except _Replay:
             return _replay_or_conflict(workspace, idempotency_key, digest)
         except PolicyRejection as rejection:
             return _reject(workspace, request, rejection, idempotency_key, digest)
@@ -84,7 +83,7 @@ def _claim_key(workspace, key, digest):
         with transaction.atomic():
             return IdempotencyRecord.objects.create(workspace=workspace, key=key, request_hash=digest)
     except IntegrityError:
-        raise _Replay(None)
+        raise _Replay()
 
 
 def _reject(workspace, request, rejection, key, digest):

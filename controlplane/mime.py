@@ -3,7 +3,7 @@
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, make_msgid  # noqa: F401
+from email.utils import format_datetime
 
 from django.conf import settings
 from django.core import signing
