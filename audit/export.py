@@ -101,11 +101,17 @@ _SCALARS = ["id", "workspace_id", "seq", "actor_type", "actor_id", "actor_label"
 
 
 def _iso_text(text: str) -> str:
-    """A database timestamp as text (UTC session) in Python's isoformat, without parsing it."""
+    """A database timestamp as text (UTC session) in Python's isoformat, without parsing it:
+    `2026-11-23 05:10:47.00264+00` → `2026-11-23T05:10:47.002640+00:00`."""
     text = text.replace(" ", "T", 1)
     if text.endswith("+00"):
-        return text + ":00"
-    return text if "+" in text[19:] else text + "+00:00"
+        text += ":00"
+    elif "+" not in text[19:]:
+        text += "+00:00"
+    if text[19:20] == ".":
+        offset = text.index("+", 19)
+        text = text[:20] + text[20:offset].ljust(6, "0") + text[offset:]
+    return text
 
 
 def _raw_rows(queryset, chunk_size):

@@ -128,3 +128,18 @@ def test_export_digest_matches_body(api, make_api, workspace, fmt):
     exported = AuditEvent.objects.filter(workspace=workspace, action="audit.exported").latest("seq")
     assert exported.after["sha256"] == hashlib.sha256(body).hexdigest()
     assert make_api(workspace, "sequencer").get("/api/v1/audit/export").status_code == 403
+
+
+@pytest.mark.parametrize("stored, expected", [
+    ("2026-11-23 05:10:47.00264+00", "2026-11-23T05:10:47.002640+00:00"),
+    ("2026-11-23 05:10:47+00", "2026-11-23T05:10:47+00:00"),
+    ("2026-11-23 05:10:47.123456+00", "2026-11-23T05:10:47.123456+00:00"),
+    ("2026-11-23 05:10:47.5", "2026-11-23T05:10:47.500000+00:00"),
+])
+def test_exported_timestamps_match_isoformat(stored, expected):
+    import datetime as dt
+
+    from audit.export import _iso_text
+
+    assert _iso_text(stored) == expected
+    assert dt.datetime.fromisoformat(expected).isoformat() == expected
