@@ -62,6 +62,18 @@ WEBHOOK_RETRY_DELAYS = [int(x) for x in env.list(
 PROVIDER_CALLBACK_MAX_BYTES = env.int("PROVIDER_CALLBACK_MAX_BYTES", default=1024 * 1024)
 # Mailbox health is judged over this many of its latest sends.
 HEALTH_WINDOW_SENDS = env.int("HEALTH_WINDOW_SENDS", default=200)
+# SMTP hand-off: seconds before a silent server is given up on (the attempt is then retried).
+SMTP_TIMEOUT_SECONDS = env.float("SMTP_TIMEOUT_SECONDS", default=30.0)
+# HTTPS hardening follows PUBLIC_BASE_URL: on by default when it is https.
+_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_HTTPS)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # How long a worker owns a message it is handing off before the reconciler may take it back.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=300)
 # Waits between attempts after a transient provider error; after the last, fail over or fail.
@@ -186,6 +198,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     # Docs assets are served from this process, so /api/v1/docs/ works offline.
+    "ENUM_NAME_OVERRIDES": {"MessageStatusEnum": "controlplane.models.STATUS_CHOICES"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -8,11 +8,20 @@ import time
 
 from providers.base import OutgoingMessage, PermanentError, SendResult, TransientError, Transport, register
 
-TIMEOUT_SECONDS = 30
+TIMEOUT_SECONDS = 30  # per socket operation; settings.SMTP_TIMEOUT_SECONDS overrides it
 IDLE_SECONDS = 60
 
 _pool_lock = threading.Lock()
 _connections: dict = {}  # (provider id, credentials fingerprint, mailbox id) -> (smtplib.SMTP, last used)
+
+
+def timeout_seconds() -> float:
+    """How long one SMTP step (connect, greeting, each command, the data) may take before the attempt
+    is given up as transient: a server that accepts the connection and never answers must not hold
+    a worker, or its mailbox, for longer."""
+    from django.conf import settings
+
+    return float(getattr(settings, "SMTP_TIMEOUT_SECONDS", TIMEOUT_SECONDS))
 
 
 def _classify(code: int, text: str):
@@ -38,11 +47,12 @@ class SmtpTransport(Transport):
         if settings.get("verify_tls") is False:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        timeout = timeout_seconds()
         try:
             if security == "tls":
-                client = smtplib.SMTP_SSL(host, port, timeout=TIMEOUT_SECONDS, context=context)
+                client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
             else:
-                client = smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS)
+                client = smtplib.SMTP(host, port, timeout=timeout)
                 client.ehlo()
                 if security == "starttls":
                     client.starttls(context=context)

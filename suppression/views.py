@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from audit.context import Actor, acting_as
 from controlplane import events, mime
 from controlplane.models import Message
+from controlplane.security import UNSUBSCRIBE_POLICY, content_security_policy
 from suppression import services
 
 
@@ -21,6 +22,7 @@ def _message(token):
 
 
 @csrf_exempt
+@content_security_policy(UNSUBSCRIBE_POLICY)
 def unsubscribe(request, token):
     message = _message(token)
     if message is None:

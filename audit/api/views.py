@@ -1,15 +1,13 @@
 import django_filters
-from django.db import transaction
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, pagination, serializers
+from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 
 from audit import export
-from audit import services as audit
 from audit.models import AuditEvent
+from controlplane.api.fields import UtcIsoDateTimeFilter
 from controlplane.api.pagination import CursorPagination
 from controlplane.api.views import WorkspaceScopedViewSet
 
@@ -27,8 +25,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class AuditFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcIsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     action = django_filters.CharFilter(field_name="action")
     actor = django_filters.CharFilter(method="filter_actor")
 
@@ -75,18 +73,4 @@ class AuditViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin):
         params = {k: filters.form.cleaned_data.get(k) for k in ("since", "until", "action", "actor")}
         if params["since"] and params["until"] and params["since"] >= params["until"]:
             raise ValidationError({"until": ["Must be after since."]})
-        queryset, _ = export.bounded_queryset(workspace=self.workspace, **params)
-        sha256, rows, size = export.digest_and_count(queryset, fmt)
-        with transaction.atomic():
-            audit.record(workspace=self.workspace, action="audit.exported", object_type="audit",
-                         after={"format": fmt, "rows": rows, "sha256": sha256,
-                                **{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items() if v}})
-        response = StreamingHttpResponse(
-            export.iter_chunks(queryset, fmt),
-            content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/jsonl; charset=utf-8",
-        )
-        response["X-Audit-Digest"] = f"sha256={sha256}"
-        response["X-Audit-Rows"] = str(rows)
-        response["Content-Length"] = str(size)
-        response["Content-Disposition"] = f'attachment; filename="audit-{self.workspace.slug}.{fmt}"'
-        return response
+        return export.streamed_response(workspace=self.workspace, fmt=fmt, filters=params, via="api")

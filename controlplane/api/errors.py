@@ -3,12 +3,16 @@
 import logging
 
 from django.core.exceptions import PermissionDenied
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
+
+# What a 503 (database unreachable) tells clients to wait before retrying.
+RETRY_AFTER_SECONDS = 2
 
 
 class PolicyRejection(exceptions.APIException):
@@ -67,6 +71,16 @@ def exception_handler(exc, context):
         return Response(error_body(exc.error_code, exc.message, **exc.details), status=exc.status_code)
     if isinstance(exc, Conflict):
         return Response(error_body(exc.error_code, str(exc.detail)), status=exc.status_code)
+
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("Database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        return Response(error_body("service_unavailable", "The database is unreachable for a moment; retry shortly "
+                                   "(with the same Idempotency-Key, if the request had one)."),
+                        status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(exc, DataError):
+        logger.info("Refused a value the database cannot store: %s", exc)
+        message = "The request holds a value that cannot be stored (such as a NUL character or an out-of-range number)."
+        return Response(error_body("validation_error", message, {"non_field_errors": [message]}), status=400)
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -15,8 +15,9 @@ from rest_framework.views import APIView
 
 from controlplane import events, intake
 from controlplane.api.errors import Conflict
-from controlplane.api.fields import ScopedRelatedField
+from controlplane.api.fields import ScopedRelatedField, UtcIsoDateTimeFilter
 from controlplane.api.pagination import CursorPagination
+from controlplane.api.schema import ControlPlaneAutoSchema, error_responses
 from controlplane.api.views import WorkspaceScopedViewSet
 from controlplane.mime import RESERVED_HEADERS
 from controlplane.models import EVENT_TYPES, STATUS_CHOICES, Event, Message
@@ -139,7 +140,7 @@ class MessageSerializer(serializers.Serializer):
 
     id = serializers.CharField()
     status = serializers.ChoiceField(choices=STATUS_CHOICES)
-    to = serializers.EmailField()
+    to = serializers.CharField(help_text="The recipient; empty after erasure.")
     mailbox = serializers.CharField(allow_null=True)
     pool = serializers.CharField(allow_null=True)
     workload = serializers.CharField()
@@ -155,7 +156,7 @@ class MessageSerializer(serializers.Serializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.EmailField()
+        fields["from"] = serializers.CharField()
         return fields
 
     def to_representation(self, instance):
@@ -173,7 +174,7 @@ class MessageDetailSerializer(MessageSerializer):
 class MessageFilter(django_filters.FilterSet):
     to = django_filters.CharFilter(field_name="to_address", lookup_expr="iexact")
     status = django_filters.ChoiceFilter(choices=STATUS_CHOICES)
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Message
@@ -219,7 +220,7 @@ class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Retri
         except intake.IdempotencyConflict as exc:
             raise Conflict("idempotency_conflict", str(exc))
 
-    @extend_schema(request=MessageInputSerializer, responses={202: MessageSerializer})
+    @extend_schema(request=MessageInputSerializer, responses={202: MessageSerializer, **error_responses(409, 422)})
     def create(self, request):
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["Send a JSON object."]})
@@ -259,7 +260,7 @@ class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Retri
             else:
                 results.append(result[1])
 
-    @extend_schema(request=None, responses=MessageSerializer)
+    @extend_schema(request=None, responses={200: MessageSerializer, **error_responses(422)})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         message = intake.cancel(message=self.get_object())
@@ -279,6 +280,8 @@ def _wire(validated):
 class EventFeed(APIView):
     """`GET /events?after=&type=`: the canonical event feed, oldest first."""
 
+    schema = ControlPlaneAutoSchema()
+
     @extend_schema(parameters=[OpenApiParameter("after", OpenApiTypes.STR), OpenApiParameter("type", OpenApiTypes.STR),
                                OpenApiParameter("limit", OpenApiTypes.INT)],
                    responses={200: OpenApiTypes.OBJECT})
@@ -286,6 +289,8 @@ class EventFeed(APIView):
         workspace = request.user.workspace
         queryset = Event.objects.for_workspace(workspace).select_related("message")
         after = request.query_params.get("after")
+        if after and "\x00" in after:
+            raise ValidationError({"after": ["Unknown event id."]})
         if after:
             seq = Event.objects.for_workspace(workspace).filter(id=after).values_list("seq", flat=True).first()
             if seq is None:

@@ -1,4 +1,4 @@
-from rest_framework import pagination
+from rest_framework import exceptions, pagination
 from rest_framework.response import Response
 
 
@@ -9,6 +9,13 @@ class CursorPagination(pagination.CursorPagination):
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError(
+                {"cursor": ["This cursor is not valid; follow the `next` link of the previous page."]})
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})

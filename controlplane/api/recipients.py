@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane import recipients
+from controlplane.api.schema import ControlPlaneAutoSchema
 from suppression.services import InvalidValue
 
 CSV_COLUMNS = ["message", "status", "from", "provider", "workload", "created_at", "sent_at", "event", "event_at",
@@ -25,8 +26,10 @@ def _address(raw):
 
 
 class RecipientView(APIView):
+    schema = ControlPlaneAutoSchema()
+
     @extend_schema(parameters=[OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv", "access"])],
-                   responses={200: OpenApiTypes.OBJECT})
+                   responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.BINARY})
     def get(self, request, address):
         workspace = request.user.workspace
         address = _address(address)
@@ -65,6 +68,7 @@ def _csv(data):
 
 
 class RecipientEraseView(APIView):
+    schema = ControlPlaneAutoSchema()
     write_roles = {"admin"}
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})

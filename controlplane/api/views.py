@@ -4,11 +4,14 @@ from django.db import transaction
 from rest_framework import mixins, viewsets
 
 from audit import services as audit
+from controlplane.api.schema import ControlPlaneAutoSchema
 
 
 class WorkspaceScopedViewSet(viewsets.GenericViewSet):
     """Starts every queryset from the key's workspace: another workspace's object is a 404."""
 
+    schema = ControlPlaneAutoSchema()
+    lookup_value_regex = r"[^/.\x00]+"  # an id with a NUL byte is no id: 404, never a database error
     queryset_base = None  # a model's manager
     audit_name = None  # e.g. "mailbox"
 

@@ -118,7 +118,7 @@ class WebhookViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.Creat
 
     @extend_schema(request=None, responses=WebhookDeliverySerializer,
                    parameters=[OpenApiParameter("delivery_id", OpenApiTypes.STR, OpenApiParameter.PATH)])
-    @action(detail=True, methods=["post"], url_path=r"deliveries/(?P<delivery_id>[^/.]+)/retry")
+    @action(detail=True, methods=["post"], url_path=r"deliveries/(?P<delivery_id>[^/.\x00]+)/retry")
     def retry(self, request, pk=None, delivery_id=None):
         endpoint = self.get_object()
         delivery = WebhookDelivery.objects.filter(endpoint=endpoint, pk=delivery_id).select_related(

@@ -5,6 +5,7 @@ from django.db import transaction
 from rest_framework import serializers
 
 from controlplane.api.fields import ScopedRelatedField
+from controlplane.api.schema import HourMinuteField
 from mailboxes.models import Mailbox, Pool, SendingDomain, WarmupProfile, validate_ramp
 from mailboxes.services import caps
 from providers.models import ProviderConnection
@@ -74,8 +75,8 @@ class WarmupProfileSerializer(serializers.ModelSerializer):
 class SendWindowSerializer(serializers.Serializer):
     days = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=7), min_length=1,
                                  max_length=7, help_text="ISO weekdays, 1 = Monday … 7 = Sunday.")
-    start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
-    end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
+    start = HourMinuteField()
+    end = HourMinuteField()
     timezone = serializers.CharField(validators=[validate_timezone])
 
     def validate(self, attrs):

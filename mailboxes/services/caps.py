@@ -75,13 +75,16 @@ def usage(mailbox: Mailbox, now: dt.datetime | None = None) -> dict:
 # --- Pacing and send windows -------------------------------------------------------------
 
 def window_bounds(mailbox: Mailbox, day: dt.date):
-    """(start, end) aware datetimes of the mailbox's send window on local `day`, or None if it doesn't send then."""
+    """(start, end) of the mailbox's send window on local `day`, in UTC, or None if it doesn't send then.
+
+    In UTC because arithmetic and equality on datetimes that share a zone follow the wall clock:
+    across a DST change, adding a pacing interval to a local time would be off by the change."""
     if day.isoweekday() not in (mailbox.send_window_days or []):
         return None
     tz = mailbox.tz
     start = dt.datetime.combine(day, mailbox.send_window_start, tzinfo=tz)
     end = dt.datetime.combine(day, mailbox.send_window_end, tzinfo=tz)
-    return start, end
+    return start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
 
 
 def slot_on_day(mailbox: Mailbox, earliest: dt.datetime):

@@ -3,6 +3,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from controlplane.api.schema import ControlPlaneAutoSchema
 from workspaces import services
 from workspaces.models import Workspace
 
@@ -15,13 +16,14 @@ class WorkspaceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PauseSerializer(serializers.Serializer):
+class WorkspacePauseSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500)
 
 
 class WorkspaceViewSet(viewsets.ViewSet):
     """The key's own workspace and its kill switch."""
 
+    schema = ControlPlaneAutoSchema()
     write_roles = {"admin"}
     serializer_class = WorkspaceSerializer
 
@@ -29,10 +31,10 @@ class WorkspaceViewSet(viewsets.ViewSet):
     def retrieve(self, request):
         return Response(WorkspaceSerializer(request.user.workspace).data)
 
-    @extend_schema(request=PauseSerializer, responses=WorkspaceSerializer)
+    @extend_schema(request=WorkspacePauseSerializer, responses=WorkspaceSerializer)
     @action(detail=False, methods=["post"])
     def pause(self, request):
-        body = PauseSerializer(data=request.data)
+        body = WorkspacePauseSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         workspace = services.set_paused(workspace=request.user.workspace, paused=True,
                                         reason=body.validated_data["reason"])
