@@ -47,11 +47,18 @@ def pytest_sessionfinish(session, exitstatus):
     path = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
     path.parent.mkdir(exist_ok=True)
     previous = {}
+    trailer = []  # the prose after the table (analysis written by hand) is kept
     if path.exists():
+        in_table = seen_table = False
         for line in path.read_text().splitlines():
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 5 and cells[0] not in ("benchmark", "---"):
-                previous[(cells[0], cells[1])] = cells
+            if line.startswith("|"):
+                in_table = seen_table = True
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if len(cells) == 5 and cells[0] not in ("benchmark", "---"):
+                    previous[(cells[0], cells[1])] = cells
+            elif seen_table:
+                in_table = False
+                trailer.append(line)
     for row in _FIGURES:
         previous[(row[0], row[1])] = list(row)
     lines = [
@@ -67,4 +74,4 @@ def pytest_sessionfinish(session, exitstatus):
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {' | '.join(str(c) for c in cells)} |" for cells in previous.values()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines + trailer).rstrip("\n") + "\n")
