@@ -49,15 +49,14 @@ def pytest_sessionfinish(session, exitstatus):
     previous = {}
     trailer = []  # the prose after the table (analysis written by hand) is kept
     if path.exists():
-        in_table = seen_table = False
+        seen_table = False
         for line in path.read_text().splitlines():
             if line.startswith("|"):
-                in_table = seen_table = True
+                seen_table = True
                 cells = [c.strip() for c in line.strip("|").split("|")]
                 if len(cells) == 5 and cells[0] not in ("benchmark", "---"):
                     previous[(cells[0], cells[1])] = cells
             elif seen_table:
-                in_table = False
                 trailer.append(line)
     for row in _FIGURES:
         previous[(row[0], row[1])] = list(row)
