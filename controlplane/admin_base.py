@@ -346,32 +346,12 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
 
         Only objects in workspaces where the user holds `perm` are touched.
         """
-        objects, left_out = self.permitted(request, queryset, perm)
-        form = ReasonForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            with transaction.atomic():
-                for obj in objects:
-                    apply(obj, form.cleaned_data["reason"])
-            self.report(request, objects, left_out, done)
-            return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": None,
-            "button": button,
-            "objects": objects,
-            "left_out": left_out,
-            "form": form,
-            "opts": self.opts,
-            "action": request.POST.get("action", ""),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/reason_confirmation.html", context)
+        return self.act_with_form(request, queryset, perm=perm, title=title, button=button, form_class=ReasonForm,
+                                  apply=lambda obj, data: apply(obj, data["reason"]), done=done,
+                                  body_class="reason-confirmation")
 
     def act_with_form(self, request, queryset, *, perm, title, button, form_class, apply, done, form_kwargs=None,
-                      check=None, intro=None):
+                      check=None, intro=None, body_class="form-confirmation"):
         """An action that asks for a form on a confirmation page, then calls apply(obj, cleaned_data).
 
         `check(objects)` may return an error that stops the action before the form is shown. Only objects in
@@ -395,6 +375,7 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
             "title": title,
             "subtitle": None,
             "intro": intro,
+            "body_class": body_class,
             "button": button,
             "objects": objects,
             "left_out": left_out,
