@@ -43,6 +43,7 @@ class Message(models.Model):
     status = models.CharField(max_length=12, choices=STATUS_CHOICES, db_index=True)
     scheduled_at = models.DateTimeField(db_index=True)
     reserved_day = models.DateField(null=True, blank=True, help_text="The mailbox-local day whose cap this holds.")
+    reserved_hour = models.DateTimeField(null=True, blank=True, help_text="The clock hour (UTC) whose hourly cap this holds.")
     decision = models.JSONField(default=dict, blank=True, help_text="The policy's decision: mailbox, reason, counts seen.")
     message_id_header = models.CharField(max_length=300, blank=True, db_index=True)
     provider_message_id = models.CharField(max_length=300, blank=True, db_index=True)
@@ -62,6 +63,7 @@ class Message(models.Model):
             models.Index(fields=["status", "scheduled_at"], name="message_due"),
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread"),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
+            models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_sent"),
         ]
 
     def __str__(self):

@@ -156,6 +156,10 @@ class Mailbox(models.Model):
     provider = models.ForeignKey("providers.ProviderConnection", on_delete=models.PROTECT, related_name="mailboxes")
     daily_cap = models.PositiveIntegerField(default=30, validators=[MinValueValidator(0)])
     weekly_cap = models.PositiveIntegerField(default=150, validators=[MinValueValidator(0)])
+    hourly_cap = models.PositiveIntegerField(null=True, blank=True, help_text="Sends per clock hour (blank: no hourly limit).")
+    per_minute_cap = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Hand-offs in any 60 seconds (blank: no per-minute limit).")
     min_interval_seconds = models.PositiveIntegerField(default=60)
     jitter_seconds = models.PositiveIntegerField(default=0, help_text="Random extra delay, up to this, between sends.")
     send_window_days = models.JSONField(default=default_window_days, help_text="ISO weekdays, 1 = Monday.")
@@ -210,6 +214,20 @@ class MailboxDailyUsage(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["mailbox", "day"], name="usage_mailbox_day_unique")]
+
+
+class MailboxHourlyUsage(models.Model):
+    """Sends reserved by one mailbox in one clock hour (UTC start), for `hourly_cap`.
+
+    Written only by mailboxes.services.caps, beside the daily row of the same reservation.
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="hourly_usage")
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mailbox", "hour"], name="usage_mailbox_hour_unique")]
 
 
 class Pool(models.Model):
