@@ -126,42 +126,55 @@ def record(*, workspace, action, obj=None, object_type=None, object_id=None, obj
     The chain head row is locked until the caller commits, so events of one workspace
     are strictly ordered; other workspaces' chains are not blocked.
     """
+    return record_many(workspace=workspace, entries=[dict(
+        action=action, obj=obj, object_type=object_type, object_id=object_id, object_repr=object_repr,
+        before=before, after=after)], actor=actor)[0]
+
+
+def record_many(*, workspace, entries, actor=None) -> list:
+    """Appends several events to the workspace's chain in one insert, in order; each entry takes
+    `record`'s keyword arguments (action, obj, object_type, object_id, object_repr, before, after)."""
     actor = actor or context.current_actor()
     key = chain_key(workspace)
+    request_id, ip = context.current_request_id(), context.current_ip()
     with transaction.atomic(savepoint=False):
         head = AuditChain.objects.select_for_update().filter(key=key).first()
         if head is None:
             AuditChain.objects.get_or_create(key=key, defaults={"workspace": workspace})
             head = AuditChain.objects.select_for_update().get(key=key)
-        if obj is not None:
-            object_type = object_type or obj._meta.label_lower
-            object_id = object_id or str(obj.pk)
-            object_repr = object_repr or str(obj)
-        event = AuditEvent(
-            workspace=workspace,
-            chain=key,
-            seq=head.last_seq + 1,
-            occurred_at=timezone.now(),
-            actor_type=actor.type,
-            actor_id=actor.id,
-            actor_label=actor.label[:200],
-            action=action,
-            object_type=object_type or "",
-            object_id=str(object_id or ""),
-            object_repr=(object_repr or "")[:300],
-            before=redact(_jsonable(before)) if before is not None else None,
-            after=redact(_jsonable(after)) if after is not None else None,
-            request_id=context.current_request_id(),
-            ip=context.current_ip(),
-            prev_hash=head.last_hash or GENESIS,
-        )
-        # Round-trip through JSON so the hash covers exactly what the database returns.
-        event.before = json.loads(json.dumps(event.before)) if event.before is not None else None
-        event.after = json.loads(json.dumps(event.after)) if event.after is not None else None
-        event.hash = compute_hash(event)
-        event.save(force_insert=True)
-        AuditChain.objects.filter(pk=head.pk).update(last_seq=event.seq, last_hash=event.hash)
-    return event
+        seq, prev = head.last_seq, head.last_hash or GENESIS
+        now = timezone.now()
+        events = []
+        for entry in entries:
+            obj = entry.get("obj")
+            object_type, object_id, object_repr = entry.get("object_type"), entry.get("object_id"), entry.get("object_repr")
+            if obj is not None:
+                object_type = object_type or obj._meta.label_lower
+                object_id = object_id or str(obj.pk)
+                object_repr = object_repr or str(obj)
+            seq += 1
+            event = AuditEvent(
+                workspace=workspace, chain=key, seq=seq, occurred_at=now,
+                actor_type=actor.type, actor_id=actor.id, actor_label=actor.label[:200],
+                action=entry["action"], object_type=object_type or "", object_id=str(object_id or ""),
+                object_repr=(object_repr or "")[:300],
+                before=_stored(entry.get("before")), after=_stored(entry.get("after")),
+                request_id=request_id, ip=ip, prev_hash=prev,
+            )
+            event.hash = prev = compute_hash(event)
+            events.append(event)
+        from controlplane import bulk
+
+        bulk.insert(AuditEvent, events)
+        AuditChain.objects.filter(pk=head.pk).update(last_seq=seq, last_hash=prev)
+    return events
+
+
+def _stored(value):
+    """Redacted, JSON-safe, and round-tripped through JSON so the hash covers exactly what the database returns."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(redact(_jsonable(value))))
 
 
 def cut_before(*, workspace, before, batch_size: int = 5000) -> int:

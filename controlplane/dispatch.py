@@ -6,26 +6,34 @@ releases expired leases, so a worker crash or a Redis flush loses nothing.
 """
 
 import datetime as dt
+import json
 import logging
+import time
+import uuid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import services as audit
 from audit.context import Actor, acting_as
 from controlplane import events, mime, policy
-from controlplane.models import Message
-from controlplane.queues import queue, redis_connection
+from controlplane.ids import new_id
+from controlplane.models import Event, Message
+from controlplane.queues import queue
 from mailboxes.models import Mailbox
+from mailboxes.dns import dkim
 from mailboxes.services import caps
 from providers.base import OutgoingMessage, PermanentError, TransientError, transport_for
+from suppression import services as suppression
 
 logger = logging.getLogger(__name__)
 
 WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
+# Due mailboxes share a job up to this many (workers take the jobs in parallel).
+MAILBOXES_PER_JOB = 20
 # A provider's Retry-After is honoured up to this long; past it the regular retry schedule applies.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -34,9 +42,18 @@ def retry_delays():
     return settings.DISPATCH_RETRY_DELAYS
 
 
+def batch_size() -> int:
+    return settings.DISPATCH_BATCH_SIZE
+
+
 def job_id(message_id: str, attempts: int) -> str:
     """One job id per message and attempt, so the reconciler can tell whether the next attempt is queued."""
     return f"dispatch-{message_id}-{attempts}"
+
+
+def mailbox_job_id(mailbox_id: str) -> str:
+    """A hand-off job for whatever of one mailbox is due (`dispatch_mailbox`)."""
+    return f"dispatch-{mailbox_id}-{uuid.uuid4().hex[:12]}"
 
 
 def enqueue(message_id: str, when: dt.datetime | None = None, *, attempts: int = 0):
@@ -51,50 +68,182 @@ def enqueue(message_id: str, when: dt.datetime | None = None, *, attempts: int =
 
 
 def enqueue_many(items):
-    """Queues many hand-offs in one Redis round trip; `items` are (message id, when, attempts)."""
+    """Queues hand-offs in one Redis round trip; `items` are (message id, when, attempts, mailbox id).
+
+    What is due now becomes jobs of up to MAILBOXES_PER_JOB mailboxes (each sends its mailboxes' due
+    messages, a mailbox over one connection); what is due later gets its own job at its time."""
     q = queue("dispatch")
-    now = timezone.now()
-    later = [(pk, when, attempts) for pk, when, attempts in items if when and when > now + dt.timedelta(seconds=1)]
-    due = [(pk, attempts) for pk, when, attempts in items if not (when and when > now + dt.timedelta(seconds=1))]
-    if due:
-        q.enqueue_many([q.prepare_data(dispatch_message, (pk,), job_id=job_id(pk, attempts), result_ttl=0)
-                        for pk, attempts in due])
-    for pk, when, attempts in later:
-        q.enqueue_at(when, dispatch_message, pk, job_id=job_id(pk, attempts), result_ttl=0)
+    soon = timezone.now() + dt.timedelta(seconds=1)
+    due_mailboxes = sorted({mailbox_id for _, when, _, mailbox_id in items if not (when and when > soon)})
+    later = [(pk, when, attempts) for pk, when, attempts, _ in items if when and when > soon]
+    groups = [due_mailboxes[i:i + MAILBOXES_PER_JOB] for i in range(0, len(due_mailboxes), MAILBOXES_PER_JOB)]
+    with q.connection.pipeline() as pipe:
+        if groups:
+            q.enqueue_many([q.prepare_data(dispatch_mailboxes, (group,), job_id=mailbox_job_id(group[0]),
+                                           result_ttl=0) for group in groups], pipeline=pipe)
+        for pk, when, attempts in later:
+            job = q.create_job(dispatch_message, args=(pk,), job_id=job_id(pk, attempts), result_ttl=0)
+            q.schedule_job(job, when, pipeline=pipe)
+        pipe.execute()
 
 
-def _claim(message_id: str):
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_id, status__in=WAITING, scheduled_at__lte=now + dt.timedelta(seconds=1)).update(
-        status="sending", lease_expires_at=now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), attempts=F("attempts") + 1,
-        updated_at=now,
-    )
-    if not claimed:
-        return None
-    return Message.objects.select_related("workspace", "mailbox__domain", "mailbox__provider").get(pk=message_id)
+def _claim(mailbox_ids, limit: int, now=None) -> list:
+    """Claims up to `limit` due waiting messages of these mailboxes with a lease (SKIP LOCKED, so
+    workers share a backlog without waiting on each other), oldest first; a mailbox with a
+    `per_minute_cap` gets no more than its minute allows. A retry is due at its time; a first attempt
+    up to a second early, as its job was queued at once."""
+    now = now or timezone.now()
+    claimed = []
+    with transaction.atomic():
+        capped = list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids), per_minute_cap__isnull=False)
+                      .only("id", "per_minute_cap").order_by("pk"))
+        free = sorted(set(mailbox_ids) - {m.pk for m in capped})
+        if free:
+            claimed += _claim_rows(free, limit, now)
+        for mailbox in capped:
+            allowance = min(limit, _minute_allowance(mailbox, now))
+            if allowance <= 0:
+                _hold_for_minute_cap(mailbox, now)
+            else:
+                claimed += _claim_rows([mailbox.pk], allowance, now)
+    return claimed
+
+
+def _claim_rows(mailbox_ids, limit, now) -> list:
+    table = Message._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, updated_at = %s "
+            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id IN ({', '.join(['%s'] * len(mailbox_ids))}) "
+            f"AND status IN ('queued', 'scheduled', 'deferred') "
+            f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
+            f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING id",
+            [now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), now, *mailbox_ids,
+             now, now + dt.timedelta(seconds=1), limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _minute_allowance(mailbox, now) -> int:
+    """Hand-offs the mailbox may start now without more than `per_minute_cap` in any 60 seconds:
+    those in flight and those handed off in the last minute count."""
+    recent = Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60)).count()
+    in_flight = Message.objects.filter(mailbox_id=mailbox.pk, status="sending").count()
+    return mailbox.per_minute_cap - recent - in_flight
+
+
+def _hold_for_minute_cap(mailbox, now):
+    """The minute is full: due messages wait, with that reason, until the oldest hand-off in it is 60 s old."""
+    cap = mailbox.per_minute_cap
+    in_flight = Message.objects.filter(mailbox_id=mailbox.pk, status="sending").count()
+    latest = [now] * in_flight + list(  # newest first; one in flight is handed off about now
+        Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60))
+        .order_by("-sent_at").values_list("sent_at", flat=True)[:cap])
+    when = latest[cap - 1] + dt.timedelta(seconds=60, milliseconds=1) if len(latest) >= cap \
+        else now + dt.timedelta(seconds=1)
+    held = list(Message.objects.filter(mailbox_id=mailbox.pk, status__in=WAITING, scheduled_at__lte=now)
+                .select_related("workspace"))
+    if not held:
+        return
+    Message.objects.filter(pk__in=[m.pk for m in held]).update(status="scheduled", scheduled_at=when, updated_at=now)
+    for message in held:
+        message.scheduled_at = when
+    events.emit_many(workspace=held[0].workspace, items=[
+        ("message.scheduled", m, {"scheduled_at": when.isoformat(), "reason": "per_minute_cap"}) for m in held])
+    transaction.on_commit(lambda: queue("dispatch").enqueue_at(when, dispatch_mailbox, mailbox.pk,
+                                                                job_id=mailbox_job_id(mailbox.pk), result_ttl=0))
 
 
 def dispatch_message(message_id: str):
+    """The job for one message that was due later: sends it, with whatever else its mailbox has due."""
+    mailbox_id = Message.objects.filter(pk=message_id).values_list("mailbox_id", flat=True).first()
+    if mailbox_id is None:
+        return "no such message"
+    return dispatch_mailbox(mailbox_id)
+
+
+def dispatch_mailbox(mailbox_id: str):
+    return dispatch_mailboxes([mailbox_id])
+
+
+def dispatch_mailboxes(mailbox_ids):
+    """Hands off the due messages of these mailboxes, a batch at a time, each mailbox over its
+    provider connection (kept open between jobs by the worker process)."""
     with acting_as(WORKER_ACTOR):
-        message = _claim(message_id)
-        if message is None:
-            return "not due or already handled"
-        stop = policy.recheck_before_handoff(message)
-        if stop is not None:
-            return _stopped(message, stop)
-        if not message.message_id_header:
-            message.message_id_header = mime.message_id_header(message)
-            Message.objects.filter(pk=message.pk).update(message_id_header=message.message_id_header)
-        data = mime.build(message)
-        outgoing = OutgoingMessage(mail_from=message.mailbox.address, rcpt_to=message.to_address, data=data,
-                                   message_id=message.message_id_header, mailbox_id=message.mailbox_id)
+        outcomes = {}
+        while True:
+            claimed = _claim(mailbox_ids, batch_size())
+            for outcome in _hand_off(claimed):
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if len(claimed) < batch_size():
+                break
+        return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
+
+
+def _hand_off(ids):
+    if not ids:
+        return []
+    messages = list(Message.objects.filter(pk__in=ids).select_related("workspace", "mailbox__domain", "mailbox__provider")
+                    .order_by("scheduled_at", "id"))
+    deadline = time.monotonic() + settings.DISPATCH_LEASE_SECONDS / 2
+    by_mailbox = {}
+    for message in messages:
+        by_mailbox.setdefault(message.mailbox_id, []).append(message)
+    blocked, plain = {}, {}
+    for message in messages:
+        if message.workspace_id not in blocked:
+            batch = [m.to_address for m in messages if m.workspace_id == message.workspace_id]
+            blocked[message.workspace_id] = suppression.suppressed_many(message.workspace, batch)
+            plain[message.workspace_id] = _plain_events(message.workspace_id)
+    keys = dkim.active_keys({m.mailbox.domain_id for m in messages})
+    outcomes, sent_from = [], set()
+    for group in by_mailbox.values():
+        first = group[0]
+        for message in group:  # one workspace and mailbox object per mailbox
+            message.workspace, message.mailbox = first.workspace, first.mailbox
         try:
-            result = transport_for(message.mailbox.provider).send(outgoing)
-        except TransientError as exc:
-            return _transient(message, exc)
-        except PermanentError as exc:
-            return _failed(message, exc.reply, release=True)
-        return _sent(message, result)
+            policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
+        except policy.PolicyRejection as rejection:
+            outcomes += [_stopped(message, rejection) for message in group]
+            continue
+        transport = transport_for(first.mailbox.provider)
+        record = _sent_in_one_statement if plain[first.workspace_id] else _sent
+        for n, message in enumerate(group):
+            if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
+                _give_back(group[n:])
+                outcomes.append("given back")
+                break
+            if message.to_address in blocked[message.workspace_id]:
+                outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
+                continue
+            outcome = _send(message, transport, keys.get(first.mailbox.domain_id), record)
+            if outcome == "sent":
+                sent_from.add(first.mailbox_id)
+            outcomes.append(outcome)
+    if sent_from:
+        Mailbox.objects.filter(pk__in=sent_from).exclude(last_error="").update(last_error="")
+    return outcomes
+
+
+def _send(message, transport, key, record):
+    if not message.message_id_header:
+        message.message_id_header = mime.message_id_header(message)
+    outgoing = OutgoingMessage(mail_from=message.mailbox.address, rcpt_to=message.to_address,
+                               data=mime.build(message, dkim_key=key), message_id=message.message_id_header,
+                               mailbox_id=message.mailbox_id)
+    try:
+        result = transport.send(outgoing)
+    except TransientError as exc:
+        return _transient(message, exc)
+    except PermanentError as exc:
+        return _failed(message, exc.reply, release=True)
+    return record(message, result)
+
+
+def _give_back(messages):
+    Message.objects.filter(pk__in=[m.pk for m in messages], status="sending").update(
+        status="queued", lease_expires_at=None, attempts=F("attempts") - 1, updated_at=timezone.now())
+    transaction.on_commit(lambda: enqueue_many([(m.pk, None, m.attempts, m.mailbox_id) for m in messages[:1]]))
 
 
 def _sent(message, result):
@@ -102,11 +251,40 @@ def _sent(message, result):
     with transaction.atomic():
         Message.objects.filter(pk=message.pk).update(
             status="sent", sent_at=now, provider_message_id=result.provider_message_id,
-            provider_response=result.response[:2000], lease_expires_at=None, updated_at=now)
-        Mailbox.objects.filter(pk=message.mailbox_id).exclude(last_error="").update(last_error="")
+            provider_response=result.response[:2000], message_id_header=message.message_id_header,
+            lease_expires_at=None, updated_at=now)
         events.emit(workspace=message.workspace, type="message.sent", message=message,
-                    data={"mailbox": message.mailbox_id, "provider": message.mailbox.provider.kind,
-                          "provider_message_id": result.provider_message_id, "response": result.response[:500]})
+                    data=_sent_data(message, result))
+    return "sent"
+
+
+def _sent_data(message, result):
+    return {"mailbox": message.mailbox_id, "provider": message.mailbox.provider.kind,
+            "provider_message_id": result.provider_message_id, "response": result.response[:500]}
+
+
+def _plain_events(workspace_id) -> bool:
+    """Whether a `message.sent` event is only a row: PostgreSQL, no webhook endpoint and no hook wants it."""
+    from controlplane.models import WebhookEndpoint
+
+    return (connection.vendor == "postgresql" and not events.has_hooks()
+            and not WebhookEndpoint.objects.filter(workspace_id=workspace_id).exists())
+
+
+def _sent_in_one_statement(message, result):
+    """`_sent` as one statement (the status change and its event commit together), which saves four
+    round trips per message when nothing else must happen in the transaction."""
+    now = timezone.now()
+    table, event_table = Message._meta.db_table, Event._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH sent AS (UPDATE {table} SET status = 'sent', sent_at = %s, provider_message_id = %s, "
+            f"provider_response = %s, message_id_header = %s, lease_expires_at = NULL, updated_at = %s "
+            f"WHERE id = %s RETURNING id, workspace_id) "
+            f"INSERT INTO {event_table} (id, workspace_id, message_id, type, occurred_at, data) "
+            f"SELECT %s, workspace_id, id, 'message.sent', %s, %s::jsonb FROM sent",
+            [now, result.provider_message_id, result.response[:2000], message.message_id_header, now, message.pk,
+             new_id("evt"), now, json.dumps(_sent_data(message, result))])
     return "sent"
 
 
@@ -116,7 +294,7 @@ def _stopped(message, rejection):
         if rejection.error_code == "suppressed":
             Message.objects.filter(pk=message.pk).update(status="suppressed", lease_expires_at=None,
                                                          updated_at=timezone.now())
-            caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day)
+            caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day, hour=message.reserved_hour)
             events.emit(workspace=message.workspace, type="message.suppressed", message=message,
                         data={"stage": "before_handoff", "reason": rejection.details.get("reason")})
             audit.record(workspace=message.workspace, action="message.suppressed", obj=message,
@@ -132,7 +310,7 @@ def _failed(message, reply, *, release):
         Message.objects.filter(pk=message.pk).update(status="failed", provider_response=reply[:2000],
                                                      lease_expires_at=None, updated_at=timezone.now())
         if release:
-            caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day)
+            caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day, hour=message.reserved_hour)
         Mailbox.objects.filter(pk=message.mailbox_id).update(last_error=reply[:2000])
         events.emit(workspace=message.workspace, type="message.failed", message=message,
                     data={"mailbox": message.mailbox_id, "reply": reply[:500]})
@@ -176,12 +354,13 @@ def _fail_over(message, exc) -> bool:
         try:
             with transaction.atomic():
                 decision = policy.decide(workspace=message.workspace, request=request, exclude=tried)
-                caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day)
+                caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day, hour=message.reserved_hour)
                 record = {**decision.as_dict(), "failed_mailboxes": sorted(tried),
                           "failover_from": message.mailbox_id, "failover_reply": exc.reply[:300],
                           "attempts_before": message.attempts}
                 Message.objects.filter(pk=message.pk).update(
                     mailbox=decision.mailbox, from_address=decision.mailbox.address, reserved_day=decision.day,
+                    reserved_hour=decision.hour,
                     scheduled_at=decision.scheduled_at, status="queued", message_id_header="",
                     lease_expires_at=None, decision=record, updated_at=timezone.now())
                 events.emit(workspace=message.workspace, type="message.deferred", message=message,
@@ -199,29 +378,46 @@ def _fail_over(message, exc) -> bool:
 
 
 def reconcile(now=None) -> dict:
-    """Re-enqueues due waiting messages without a live job; returns expired leases to the queue."""
-    from rq.job import Job, JobStatus
+    """Re-enqueues due waiting messages that no live job covers; returns expired leases to the queue.
 
+    A message is covered by a live job of its own (a later attempt) or of its mailbox; `enqueued`
+    counts the messages that got a job."""
     now = now or timezone.now()
     with acting_as(Actor("system", "", "reconciler")):
         expired = Message.objects.filter(status="sending", lease_expires_at__lt=now).update(
             status="queued", lease_expires_at=None, updated_at=now)
         due = (Message.objects.filter(status__in=WAITING, scheduled_at__lte=now)
                .filter(workspace__paused=False, mailbox__status="active", mailbox__domain__paused=False)
-               .values_list("pk", "attempts").order_by("scheduled_at"))
-        connection = redis_connection()
-        live = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
-        enqueued = 0
-        for message_id, attempts in due.iterator(chunk_size=1000):
-            try:
-                status = Job.fetch(job_id(message_id, attempts), connection=connection).get_status()
-            except Exception:  # noqa: BLE001 - no such job (expired, flushed, never queued)
-                status = None
-            if status in live:
-                continue
-            enqueue(message_id, attempts=attempts)
-            enqueued += 1
-    return {"expired_leases": expired, "enqueued": enqueued}
+               .values_list("pk", "attempts", "mailbox_id").order_by("scheduled_at"))
+        covered_mailboxes, covered_messages = _live_jobs()
+        uncovered = [(pk, mailbox_id) for pk, attempts, mailbox_id in due.iterator(chunk_size=2000)
+                     if mailbox_id not in covered_mailboxes and pk not in covered_messages]
+        mailboxes = sorted({mailbox_id for _, mailbox_id in uncovered})
+        if mailboxes:
+            enqueue_many([(None, None, 0, mailbox_id) for mailbox_id in mailboxes])
+    return {"expired_leases": expired, "enqueued": len(uncovered)}
+
+
+def _live_jobs():
+    """(mailbox ids, message ids) that queued, scheduled, deferred or running dispatch jobs will handle."""
+    from rq.job import Job
+    from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+    q = queue("dispatch")
+    ids = set(q.get_job_ids())
+    for registry in (ScheduledJobRegistry, StartedJobRegistry, DeferredJobRegistry):
+        ids.update(registry(queue=q).get_job_ids())
+    mailboxes, messages = set(), set()
+    for job in Job.fetch_many(sorted(ids), connection=q.connection):
+        if job is None or not job.args:
+            continue
+        if job.func_name.endswith("dispatch_mailboxes"):
+            mailboxes.update(job.args[0])
+        elif job.func_name.endswith("dispatch_mailbox"):
+            mailboxes.add(job.args[0])
+        elif job.func_name.endswith("dispatch_message"):
+            messages.add(job.args[0])
+    return mailboxes, messages
 
 
 def enqueue_waiting(*, workspace=None, mailbox=None, domain=None):
@@ -233,6 +429,6 @@ def enqueue_waiting(*, workspace=None, mailbox=None, domain=None):
         q &= Q(mailbox=mailbox)
     if domain is not None:
         q &= Q(mailbox__domain=domain)
-    rows = list(Message.objects.filter(q).values_list("pk", "scheduled_at", "attempts"))
-    transaction.on_commit(lambda: [enqueue(pk, when, attempts=attempts) for pk, when, attempts in rows])
+    rows = list(Message.objects.filter(q).values_list("pk", "scheduled_at", "attempts", "mailbox_id"))
+    transaction.on_commit(lambda: enqueue_many(rows))
     return len(rows)

@@ -15,6 +15,10 @@ def on_event(hook):
     return hook
 
 
+def has_hooks() -> bool:
+    return bool(_after_commit_hooks)
+
+
 def emit(*, workspace, type: str, message=None, data=None, occurred_at=None) -> Event:
     if type not in EVENT_TYPES:
         raise ValueError(f"Unknown event type {type!r}")
@@ -29,6 +33,29 @@ def emit(*, workspace, type: str, message=None, data=None, occurred_at=None) -> 
     if _after_commit_hooks:
         transaction.on_commit(lambda: [hook([event.pk]) for hook in _after_commit_hooks])
     return event
+
+
+def emit_many(*, workspace, items, occurred_at=None) -> list:
+    """Writes many events in one insert, in order: `items` are (type, message, data). Effects and
+    webhook deliveries follow as for `emit`, all in the caller's transaction."""
+    unknown = {kind for kind, _, _ in items if kind not in EVENT_TYPES}
+    if unknown:
+        raise ValueError(f"Unknown event type(s) {sorted(unknown)!r}")
+    if not items:
+        return []
+    when = occurred_at or timezone.now()
+    from controlplane import bulk, effects, webhooks
+
+    created = bulk.insert(Event, [
+        Event(id=new_id("evt"), workspace=workspace, message=message, type=kind, occurred_at=when, data=data or {})
+        for kind, message, data in items])
+    for event in created:
+        effects.apply(event)
+    webhooks.fan_out_many(created)
+    if _after_commit_hooks:
+        ids = [event.pk for event in created]
+        transaction.on_commit(lambda: [hook(ids) for hook in _after_commit_hooks])
+    return created
 
 
 def serialize(event: Event, message=None) -> dict:

@@ -12,7 +12,7 @@ SPEC = {
     "smtp": ({"host": True, "port": True, "security": True}, [{"username", "password"}, set()]),
     "google_workspace": ({}, [{"service_account_json"}, {"client_id", "client_secret", "refresh_token"}]),
     "microsoft_365": ({}, [{"tenant_id", "client_id", "client_secret"}]),
-    "ses": ({"region": True}, [{"access_key_id", "secret_access_key", "webhook_username", "webhook_password"},
+    "ses": ({"region": True, "max_send_rate": False}, [{"access_key_id", "secret_access_key", "webhook_username", "webhook_password"},
                                {"access_key_id", "secret_access_key"}]),
     "mailgun": ({"domain": True, "region": False}, [{"api_key", "webhook_signing_key"}, {"api_key"}]),
     "sendgrid": ({}, [{"api_key", "webhook_verification_key"}, {"api_key"}]),

@@ -25,7 +25,13 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
     def to_internal_value(self, data):
         if isinstance(data, str) and "\x00" in data:
             self.fail("does_not_exist", pk_value=data.replace("\x00", "\\x00"))
-        return super().to_internal_value(data)
+        lookups = self.context.get("lookups")  # one lookup per id across a batch
+        if lookups is None or not isinstance(data, str):
+            return super().to_internal_value(data)
+        key = (self.model._meta.label, data)
+        if key not in lookups:
+            lookups[key] = super().to_internal_value(data)
+        return lookups[key]
 
     def to_representation(self, value):
         return str(value.pk)

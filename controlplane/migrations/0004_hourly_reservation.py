@@ -21,4 +21,9 @@ class Migration(migrations.Migration):
             model_name='message',
             index=models.Index(fields=['mailbox', 'sent_at'], name='message_mailbox_sent'),
         ),
+        migrations.AddIndex(
+            model_name='message',
+            index=models.Index(condition=models.Q(('status__in', ['queued', 'scheduled', 'deferred'])),
+                               fields=['mailbox', 'scheduled_at'], name='message_mailbox_waiting'),
+        ),
     ]

@@ -101,11 +101,13 @@ class MailboxSerializer(serializers.ModelSerializer):
     send_window = SendWindowSerializer(required=False)
     usage = serializers.SerializerMethodField()
     domain = serializers.CharField(source="domain.name", read_only=True)
+    provider_limits = serializers.SerializerMethodField(
+        help_text="The provider's documented limits and any cap of this mailbox above them.")
 
     class Meta:
         model = Mailbox
-        fields = ["id", "address", "display_name", "domain", "provider", "daily_cap", "weekly_cap",
-                  "min_interval_seconds", "jitter_seconds", "send_window", "warmup_profile", "warmup_started_on",
+        fields = ["id", "address", "display_name", "domain", "provider", "daily_cap", "weekly_cap", "hourly_cap",
+                  "per_minute_cap", "provider_limits", "min_interval_seconds", "jitter_seconds", "send_window", "warmup_profile", "warmup_started_on",
                   "priority", "weight", "pools", "status", "paused_reason", "usage", "created_at"]
         read_only_fields = ["status", "paused_reason", "created_at"]
 
@@ -113,6 +115,13 @@ class MailboxSerializer(serializers.ModelSerializer):
         usage_map = self.context.get("usage_map")
         data = usage_map[obj.pk] if usage_map and obj.pk in usage_map else caps.usage(obj)
         return {k: data[k] for k in UsageSerializer().fields}
+
+    def get_provider_limits(self, obj) -> dict:
+        from providers import limits
+
+        found = limits.for_connection(obj.provider)
+        return {"limits": found.as_dict() if found else {}, "source": found.source if found else "",
+                "warnings": limits.excess(obj)}
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
@@ -141,6 +150,10 @@ class MailboxSerializer(serializers.ModelSerializer):
         weekly = attrs.get("weekly_cap", getattr(self.instance, "weekly_cap", Mailbox._meta.get_field("weekly_cap").default))
         if weekly < daily:
             raise serializers.ValidationError({"weekly_cap": [f"Must be at least the daily cap ({daily})."]})
+        if self.instance is None and attrs.get("provider") is not None:
+            from providers import limits
+
+            attrs.update(limits.defaults_for(attrs["provider"], attrs))
         if attrs.get("warmup_profile") and not (attrs.get("warmup_started_on") or getattr(self.instance, "warmup_started_on", None)):
             attrs["warmup_started_on"] = dt.date.today()
         return attrs

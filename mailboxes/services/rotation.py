@@ -1,13 +1,18 @@
 """Which mailbox sends: candidates of a pool, ordered by the pool's strategy (contract §4.4).
 
-Candidates are ordered in SQL and checked for room a few at a time, so a pool of
-thousands of mailboxes costs about as much per send as a pool of ten.
+Candidates are ordered in SQL; a `Planner` locks them a chunk at a time (SKIP LOCKED) as sends
+need them and places each send on the best locked mailbox with room, so a batch of a thousand
+sends costs a handful of statements and a pool of thousands of mailboxes costs about as much
+per send as a pool of ten.
 """
 
+import heapq
 import random
+from collections import deque
 
 from django.db.models import F
 
+from controlplane.api.errors import PolicyRejection
 from mailboxes.models import Mailbox, Pool
 from mailboxes.services import caps
 
@@ -41,44 +46,143 @@ def _ordered_ids(pool: Pool, exclude):
     return list(base.order_by(*order).values_list("pk", flat=True))
 
 
-def candidates(pool: Pool, *, earliest, exclude=(), sticky_mailbox_id=None):
-    """(ids of every eligible mailbox, a generator of those with room on `earliest`'s local day, best first).
-
-    No locks are taken here; the caller locks the one it picks.
-    """
-    ids = _ordered_ids(pool, exclude)
-    if sticky_mailbox_id in ids:
-        ids.remove(sticky_mailbox_id)
-        ids.insert(0, sticky_mailbox_id)
-
-    def generate():
-        for start in range(0, len(ids), CHUNK):
-            chunk_ids = ids[start:start + CHUNK]
-            by_id = {m.pk: m for m in Mailbox.objects.filter(pk__in=chunk_ids).select_related("warmup_profile", "domain")}
-            chunk = [by_id[pk] for pk in chunk_ids if pk in by_id]
-            usage = caps.usage_for(chunk, earliest)
-            for mailbox in chunk:
-                if usage[mailbox.pk]["remaining_today"] > 0 and caps.slot_on_day(mailbox, earliest):
-                    mailbox.usage_seen = usage[mailbox.pk]
-                    yield mailbox
-
-    return ids, generate()
-
-
-def lock_first_free(mailboxes):
-    """Locks the first mailbox no other transaction holds (SKIP LOCKED), else waits for the first one.
-
-    A transaction holds at most one mailbox lock, so intakes never deadlock on each other.
-    """
-    seen = []
-    for mailbox in mailboxes:
-        seen.append(mailbox)
-        locked = (Mailbox.objects.select_for_update(of=("self",), skip_locked=True)
-                  .select_related("warmup_profile", "domain").filter(pk=mailbox.pk).first())
-        if locked is not None:
-            return locked
-    return lock(seen[0].pk) if seen else None
+def _lock(ids, *, skip_locked=True):
+    rows = (Mailbox.objects.select_for_update(of=("self",), skip_locked=skip_locked)
+            .select_related("warmup_profile", "domain").filter(pk__in=list(ids)))
+    return {m.pk: m for m in rows}
 
 
 def lock(mailbox_id):
     return Mailbox.objects.select_for_update(of=("self",)).select_related("warmup_profile", "domain").get(pk=mailbox_id)
+
+
+class Planner:
+    """Places sends of one pool, all asking for the same `earliest` moment, on its mailboxes in the
+    order the pool's strategy gives.
+
+    round_robin: least recently used first; priority: highest priority first, then least recently
+    used; weighted: a random pick in proportion to weight for each send. Candidates are read without
+    locks to skip those with no room, then locked as sends need them (SKIP LOCKED: one held by another
+    transaction is passed over); the locks are held until the caller commits."""
+
+    def __init__(self, pool: Pool, *, ledger: caps.Ledger, earliest, expected=1, exclude=(), wait=False):
+        self.pool = pool
+        self.ledger = ledger
+        self.earliest = earliest
+        self.expected = max(expected, 1)
+        self.wait = wait
+        self.ids = _ordered_ids(pool, exclude)
+        self.queue = deque(self.ids)
+        self.used = len(self.ids)
+        self.rank = {pk: n for n, pk in enumerate(self.ids)}
+        self.locked = {}
+        self.heap = []  # (sort key, pk) of locked mailboxes that may still have room
+        self.full = set()
+        self.passed_over = False  # a candidate with room was locked by another transaction
+
+    def _key(self, mailbox):
+        rank = self.rank[mailbox.pk]
+        return (-mailbox.priority, rank) if self.pool.strategy == "priority" else (rank,)
+
+    def _with_room(self, ids):
+        """Those of `ids` (in order) that look like they can send on `earliest`'s day (read without locks)."""
+        by_id = {m.pk: m for m in Mailbox.objects.filter(pk__in=ids).select_related("warmup_profile", "domain")}
+        chunk = [by_id[pk] for pk in ids if pk in by_id]
+        usage = caps.usage_for(chunk, self.earliest)
+        return [m.pk for m in chunk if usage[m.pk]["remaining_today"] > 0 and caps.slot_on_day(m, self.earliest)]
+
+    def _take(self, mailboxes):
+        fresh = [m for m in mailboxes if m.status == "active" and not m.domain.paused]
+        for mailbox in self.ledger.add(fresh, earliest=self.earliest):
+            self.locked[mailbox.pk] = mailbox
+            heapq.heappush(self.heap, (self._key(mailbox), mailbox.pk))
+
+    def _lock_more(self, need):
+        """Locks up to `need` more candidates with room; False when none is left to lock."""
+        while self.queue:
+            taken = [self.queue.popleft() for _ in range(min(len(self.queue), max(need, CHUNK)))]
+            roomy = self._with_room(taken)
+            want, rest = roomy[:need], roomy[need:]
+            self.queue.extendleft(reversed(rest))
+            if not want:
+                continue
+            got = _lock(want)
+            if len(got) < len(want):
+                self.passed_over = True
+            if not got and self.wait and not self.locked:
+                got = _lock(want[:1], skip_locked=False)  # every one with room is busy: wait for the first
+            self._take([got[pk] for pk in want if pk in got])
+            if got:
+                return True
+        return False
+
+    def _reserve(self, mailbox):
+        try:
+            reservation = self.ledger.reserve(mailbox, self.earliest)
+        except caps.NoCapacity:
+            self.full.add(mailbox.pk)
+            return None
+        self.used += 1
+        self.rank[mailbox.pk] = self.used
+        return reservation
+
+    def _sticky(self, pk):
+        if pk not in self.rank or pk in self.full:
+            return None
+        if pk not in self.locked:
+            self._take(_lock([pk]).values())
+            if pk not in self.locked:
+                return None
+        self.heap = [(key, other) for key, other in self.heap if other != pk]
+        heapq.heapify(self.heap)
+        reservation = self._reserve(self.locked[pk])
+        if reservation is None:
+            return None
+        heapq.heappush(self.heap, (self._key(self.locked[pk]), pk))
+        return self.locked[pk], reservation, True
+
+    def _pop(self):
+        if self.pool.strategy == "weighted":
+            choices = [pk for _, pk in self.heap]
+            pk = random.choices(choices, weights=[max(self.locked[c].weight, 1) for c in choices])[0]
+            self.heap.remove(next(entry for entry in self.heap if entry[1] == pk))
+            heapq.heapify(self.heap)
+            return pk
+        return heapq.heappop(self.heap)[1]
+
+    def place(self, *, sticky_id=None):
+        """(mailbox, reservation, sticky?) for one send, else a PolicyRejection, else None (retry later)."""
+        if not self.ids:
+            return PolicyRejection("no_eligible_mailbox",
+                                   f"Pool “{self.pool.name}” has no active mailbox on an unpaused domain.")
+        if sticky_id is not None:
+            placed = self._sticky(sticky_id)
+            if placed:
+                return placed
+        if not self.locked:
+            self._lock_more(min(self.expected, len(self.ids)))
+        while True:
+            while self.heap:
+                pk = self._pop()
+                mailbox = self.locked[pk]
+                reservation = self._reserve(mailbox)
+                if reservation is not None:
+                    heapq.heappush(self.heap, (self._key(mailbox), pk))
+                    return mailbox, reservation, False
+            if not self._lock_more(1 if self.expected == 1 else CHUNK):
+                break
+        if self.passed_over:
+            return None
+        return self._exhausted()
+
+    def _exhausted(self):
+        soonest = [t for t in (caps.next_available_at(m, self.earliest)
+                               for m in Mailbox.objects.filter(pk__in=self.ids[:50]).select_related("warmup_profile"))
+                   if t]
+        return PolicyRejection("cap_exhausted", f"Every mailbox of pool “{self.pool.name}” is at its cap or outside "
+                               "its send window today.",
+                               next_available_at=_iso(min(soonest)) if soonest else None)
+
+
+def _iso(value):
+    return value.isoformat().replace("+00:00", "Z") if value else None
