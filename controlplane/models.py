@@ -64,6 +64,8 @@ class Message(models.Model):
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread"),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
             models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_sent"),
+            models.Index(fields=["mailbox", "scheduled_at"], name="message_mailbox_waiting",
+                         condition=models.Q(status__in=["queued", "scheduled", "deferred"])),
         ]
 
     def __str__(self):
@@ -120,8 +122,15 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2000)
     event_types = models.JSONField(default=list, blank=True, help_text="Event types delivered here; empty: every type.")
     description = models.CharField(max_length=300, blank=True)
-    secret = EncryptedJSONField(default=dict, blank=True, help_text="{\"key\": \"whsec_...\"}, encrypted at rest.")
+    secret = EncryptedJSONField(default=dict, blank=True, help_text="{\"key\": \"whsec_...\"} (and \"previous_key\" "
+                                "while a rotation overlaps), encrypted at rest.")
+    previous_secret_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Until then deliveries are signed with the previous secret too.")
     active = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    failing_since = models.DateTimeField(
+        null=True, blank=True, help_text="The first failed attempt with no success since; cleared by a success.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -138,11 +147,12 @@ class WebhookEndpoint(models.Model):
         return not self.event_types or event_type in self.event_types
 
 
-DELIVERY_STATUSES = [(s, s) for s in ("pending", "succeeded", "failed")]
+# "dead": dead-lettered, given up after the retry schedule or because the endpoint is disabled.
+DELIVERY_STATUSES = [(s, s) for s in ("pending", "succeeded", "dead")]
 
 
 class WebhookDelivery(models.Model):
-    """One event on its way to one endpoint: retried with backoff until it succeeds or gives up."""
+    """One event on its way to one endpoint: retried with backoff until it succeeds or is dead-lettered."""
 
     workspace_lookup = "endpoint__workspace"
 
@@ -159,6 +169,7 @@ class WebhookDelivery(models.Model):
     error = models.TextField(blank=True)
     attempt_log = models.JSONField(default=list, blank=True,
                                    help_text="Every attempt: {at, status, latency_ms, error}.")
+    replay = models.BooleanField(default=False, help_text="Created by a replay of the endpoint's events.")
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
@@ -167,7 +178,8 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["endpoint", "-id"], name="webhook_delivery_endpoint")]
+        indexes = [models.Index(fields=["endpoint", "-id"], name="webhook_delivery_endpoint"),
+                   models.Index(fields=["endpoint", "status", "-id"], name="webhook_delivery_status")]
 
     def __str__(self):
         return f"{self.event_id} → {self.endpoint_id} ({self.status})"

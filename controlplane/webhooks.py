@@ -1,11 +1,16 @@
 """Webhooks out (Standard Webhooks): endpoints per workspace, signed deliveries retried with backoff.
 
-Every event a workspace emits becomes one `WebhookDelivery` per subscribed endpoint, written in
-the emitting transaction (so none is lost) and sent after commit by jobs on the "webhooks" queue,
-away from dispatch. A delivery is signed anew on every attempt (`webhook-timestamp` moves on),
-keeps its `webhook-id` (the event id), and is retried with backoff for more than 24 hours before
-it is marked failed. Targets must be public addresses unless `WEBHOOKS_ALLOW_PRIVATE`; they are
-checked when an endpoint is created and again, resolved and pinned, at every attempt.
+Every event a workspace emits becomes one `WebhookDelivery` per subscribed endpoint, written in the
+emitting transaction (an outbox: the event and its deliveries commit or roll back together) and sent
+after commit by jobs on the "webhooks" queue, away from dispatch; `reconcile` re-queues any whose job
+was lost. A delivery is signed anew on every attempt (`webhook-timestamp` moves on), keeps its
+`webhook-id` (the event id), and is retried with backoff for more than 24 hours before it is
+dead-lettered; dead letters are re-delivered on request, and `replay` sends a range of events again.
+During a secret rotation's overlap every delivery carries a signature made with each secret. An
+endpoint whose deliveries have all failed for three days is disabled; what arrives for a disabled
+endpoint is dead-lettered, never dropped. Targets must be public addresses unless
+`WEBHOOKS_ALLOW_PRIVATE`; they are checked when an endpoint is created and again, resolved and
+pinned, at every attempt. See docs/webhooks.md.
 """
 
 import base64
@@ -15,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import time
@@ -24,6 +30,7 @@ import requests
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from requests.adapters import HTTPAdapter
 
 from audit import services as audit
@@ -38,10 +45,27 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 5, 10
 SECRET_PREFIX = "whsec_"
 QUEUE = "webhooks"
 WORKER_ACTOR = Actor("system", "", "webhook worker")
+RECONCILER_ACTOR = Actor("system", "", "webhook reconciler")
+# An endpoint whose every attempt has failed for this long (no success since the first failure) is disabled.
+DISABLE_AFTER = dt.timedelta(days=3)
+DEFAULT_OVERLAP_SECONDS = 24 * 3600
+MAX_OVERLAP_SECONDS = 30 * 24 * 3600
+REPLAY_MAX_EVENTS = 10_000
+INSERT_BATCH = 1000
+RECONCILE_BATCH = 10_000  # overdue deliveries re-queued per run; the rest on the next run
+DISABLED_ERROR = "The endpoint is disabled"
 
 
 class UnsafeTarget(ValueError):
     pass
+
+
+class InvalidRequest(ValueError):
+    """A request a service refuses, with the field it is about (for the contract's `fields`)."""
+
+    def __init__(self, field, message):
+        super().__init__(message)
+        self.field = field
 
 
 def retry_delays() -> list:
@@ -144,19 +168,157 @@ def delete_endpoint(*, endpoint: WebhookEndpoint):
         endpoint.delete()
 
 
-# --- Fan-out and delivery -------------------------------------------------------------------------
+def rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds: int = DEFAULT_OVERLAP_SECONDS) -> str:
+    """A new signing secret, returned once. For `overlap_seconds` deliveries are signed with the current
+    secret too, so receivers can switch without losing a delivery; a second rotation within an overlap
+    keeps only the secret it replaces."""
+    if isinstance(overlap_seconds, bool) or not isinstance(overlap_seconds, int) \
+            or not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
+        raise InvalidRequest("overlap_seconds", f"Give a whole number of seconds from 0 to {MAX_OVERLAP_SECONDS}.")
+    secret = new_secret()
+    now = timezone.now()
+    with transaction.atomic():
+        current = WebhookEndpoint.objects.select_for_update().select_related("workspace").get(pk=endpoint.pk)
+        before = {"secret": "[set]", "previous_secret_expires_at": current.previous_secret_expires_at}
+        replaced = endpoint_secret(current)
+        current.secret, current.previous_secret_expires_at = {"key": secret}, None
+        if overlap_seconds:
+            current.secret["previous_key"] = replaced
+            current.previous_secret_expires_at = now + dt.timedelta(seconds=overlap_seconds)
+        current.save(update_fields=["secret", "previous_secret_expires_at", "updated_at"])
+        audit.record(workspace=current.workspace, action="webhook.secret_rotated", obj=current, before=before,
+                     after={"secret": "[changed]", "overlap_seconds": overlap_seconds,
+                            "previous_secret_expires_at": current.previous_secret_expires_at})
+    endpoint.previous_secret_expires_at = current.previous_secret_expires_at
+    return secret
+
+
+def endpoint_secret(endpoint) -> str:
+    return (endpoint.secret or {}).get("key", "")
+
+
+def signing_secrets(endpoint, now=None) -> list[str]:
+    """The current secret, then the previous one while a rotation's overlap lasts."""
+    now = now or timezone.now()
+    secrets_now = [endpoint_secret(endpoint)]
+    previous = (endpoint.secret or {}).get("previous_key")
+    if previous and endpoint.previous_secret_expires_at and now < endpoint.previous_secret_expires_at:
+        secrets_now.append(previous)
+    return secrets_now
+
+
+def signature_header(endpoint, webhook_id: str, timestamp: int, body: str) -> str:
+    """Standard Webhooks' `webhook-signature`: space-separated `v1,<sig>`, one per valid secret."""
+    return " ".join(sign(secret, webhook_id, timestamp, body) for secret in signing_secrets(endpoint))
+
+
+def expire_previous_secrets(now=None) -> int:
+    """Forgets previous secrets whose overlap is over (they no longer sign anything)."""
+    now = now or timezone.now()
+    count = 0
+    for endpoint in WebhookEndpoint.objects.filter(previous_secret_expires_at__lte=now):
+        endpoint.secret = {"key": endpoint_secret(endpoint)}
+        endpoint.previous_secret_expires_at = None
+        endpoint.save(update_fields=["secret", "previous_secret_expires_at"])
+        count += 1
+    return count
+
+
+def disable_endpoint(*, endpoint: WebhookEndpoint, reason: str) -> int:
+    """Stops deliveries to the endpoint; what is pending, and what arrives while disabled, is dead-lettered
+    (re-deliverable, and recoverable by replay). Returns how many deliveries were dead-lettered now."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = WebhookEndpoint.objects.select_for_update().select_related("workspace").get(pk=endpoint.pk)
+        if not current.active:
+            return 0
+        WebhookEndpoint.objects.filter(pk=current.pk).update(active=False, disabled_at=now, disabled_reason=reason,
+                                                             updated_at=now)
+        dead = WebhookDelivery.objects.filter(endpoint_id=current.pk, status="pending").update(
+            status="dead", next_attempt_at=None, error=f"{DISABLED_ERROR}: {reason}")
+        audit.record(workspace=current.workspace, action="webhook.disabled", obj=current,
+                     before={"active": True}, after={"active": False, "disabled_reason": reason, "dead_lettered": dead})
+    endpoint.active, endpoint.disabled_at, endpoint.disabled_reason = False, now, reason
+    logger.warning("Webhook endpoint %s disabled: %s", endpoint.pk, reason)
+    return dead
+
+
+def enable_endpoint(*, endpoint: WebhookEndpoint) -> int:
+    """Delivers again from now on; returns the number of dead letters waiting for a re-delivery or replay."""
+    with transaction.atomic():
+        current = WebhookEndpoint.objects.select_for_update().select_related("workspace").get(pk=endpoint.pk)
+        dead = WebhookDelivery.objects.filter(endpoint_id=current.pk, status="dead").count()
+        if current.active:
+            return dead
+        WebhookEndpoint.objects.filter(pk=current.pk).update(active=True, disabled_at=None, disabled_reason="",
+                                                             failing_since=None, updated_at=timezone.now())
+        audit.record(workspace=current.workspace, action="webhook.enabled", obj=current,
+                     before={"active": False, "disabled_reason": current.disabled_reason},
+                     after={"active": True, "dead_letters": dead})
+    endpoint.active, endpoint.disabled_at, endpoint.disabled_reason, endpoint.failing_since = True, None, "", None
+    return dead
+
+
+def disable_failing_endpoints(now=None) -> list[str]:
+    """Disables every active endpoint whose attempts have all failed for DISABLE_AFTER (a periodic job)."""
+    now = now or timezone.now()
+    disabled = []
+    failing = WebhookEndpoint.objects.filter(active=True, failing_since__lte=now - DISABLE_AFTER)
+    for endpoint in failing.select_related("workspace"):
+        last_error = (WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, last_attempt_at__isnull=False)
+                      .exclude(error="").order_by("-id").values_list("error", flat=True).first())
+        reason = (f"Every delivery attempt failed for {DISABLE_AFTER.days} days (since "
+                  f"{endpoint.failing_since:%Y-%m-%d %H:%M} UTC, no success since)")
+        if last_error:
+            reason += f"; last error: {last_error}"
+        with acting_as(RECONCILER_ACTOR):
+            disable_endpoint(endpoint=endpoint, reason=reason[:500])
+        disabled.append(endpoint.pk)
+    return disabled
+
+
+# --- Fan-out (the outbox) -------------------------------------------------------------------------
 
 def fan_out(event: Event) -> list:
-    """One pending delivery per endpoint that wants `event`, queued once the emitting transaction commits."""
-    endpoints = [e for e in WebhookEndpoint.objects.filter(workspace_id=event.workspace_id, active=True)
-                 .only("id", "event_types") if e.wants(event.type)]
+    """One delivery per endpoint that wants `event`, written in the emitting transaction."""
+    return fan_out_many([event])
+
+
+def fan_out_many(events) -> list:
+    """The deliveries of many saved events in one query for endpoints and one insert, queued after commit.
+    Endpoints that are disabled get their deliveries dead-lettered at once. Returns the pending ids."""
+    events = list(events)
+    if not events:
+        return []
+    endpoints = list(WebhookEndpoint.objects.filter(workspace_id__in={e.workspace_id for e in events})
+                     .only("id", "workspace_id", "event_types", "active", "disabled_reason"))
     if not endpoints:
         return []
+    by_workspace = {}
+    for endpoint in endpoints:
+        by_workspace.setdefault(endpoint.workspace_id, []).append(endpoint)
     now = timezone.now()
-    deliveries = WebhookDelivery.objects.bulk_create(
-        [WebhookDelivery(endpoint_id=e.pk, event=event, next_attempt_at=now) for e in endpoints])
-    ids = [d.pk for d in deliveries]
-    transaction.on_commit(lambda: [_enqueue_safely(pk) for pk in ids])
+    rows = []
+    for event in events:
+        for endpoint in by_workspace.get(event.workspace_id, ()):
+            if endpoint.wants(event.type):
+                rows.append(_delivery_row(endpoint, event.pk, now))
+    return _insert_and_queue(rows)
+
+
+def _delivery_row(endpoint, event_pk, now, *, replay=False):
+    if endpoint.active:
+        return WebhookDelivery(endpoint_id=endpoint.pk, event_id=event_pk, next_attempt_at=now, replay=replay)
+    return WebhookDelivery(endpoint_id=endpoint.pk, event_id=event_pk, status="dead", replay=replay,
+                           error=f"{DISABLED_ERROR}: {endpoint.disabled_reason}" if endpoint.disabled_reason
+                           else f"{DISABLED_ERROR}.")
+
+
+def _insert_and_queue(rows, batch_size=None) -> list:
+    WebhookDelivery.objects.bulk_create(rows, batch_size=batch_size)
+    ids = [row.pk for row in rows if row.status == "pending"]
+    if ids:
+        transaction.on_commit(lambda: _enqueue_many_safely(ids))
     return ids
 
 
@@ -165,6 +327,17 @@ def _enqueue_safely(delivery_id, when=None):
         enqueue(delivery_id, when)
     except Exception:  # noqa: BLE001 - Redis down: the delivery row waits for `reconcile`
         logger.warning("Could not queue webhook delivery %s now; the reconciler will.", delivery_id, exc_info=True)
+
+
+def _enqueue_many_safely(ids):
+    from controlplane.queues import queue
+
+    try:
+        q = queue(QUEUE)
+        for start in range(0, len(ids), INSERT_BATCH):
+            q.enqueue_many([q.prepare_data(deliver, (pk,), result_ttl=0) for pk in ids[start:start + INSERT_BATCH]])
+    except Exception:  # noqa: BLE001 - Redis down: the delivery rows wait for `reconcile`
+        logger.warning("Could not queue %d webhook deliveries now; the reconciler will.", len(ids), exc_info=True)
 
 
 def enqueue(delivery_id, when=None):
@@ -176,6 +349,81 @@ def enqueue(delivery_id, when=None):
     else:
         q.enqueue(deliver, delivery_id, result_ttl=0)
 
+
+# --- Dead letters and replay ----------------------------------------------------------------------
+
+def _range_bound(workspace_id, field, value):
+    """("seq", n) for an event id of the workspace, ("time", datetime) for an ISO 8601 time (naive: UTC)."""
+    value = (value or "").strip()
+    if value.startswith("evt_"):
+        seq = Event.objects.filter(workspace_id=workspace_id, id=value).values_list("seq", flat=True).first()
+        if seq is None:
+            raise InvalidRequest(field, f"No event {value} in this workspace.")
+        return "seq", seq
+    # A "+" in a query string arrives as a space: "09:00:00 01:00" is "09:00:00+01:00".
+    value = re.sub(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$", r"\1+\2", value)
+    try:
+        when = parse_datetime(value.replace("Z", "+00:00"))  # a date alone is its midnight
+    except ValueError:
+        when = None
+    if when is None:
+        raise InvalidRequest(field, "Give an ISO 8601 time (2025-01-31T09:00:00Z) or an event id (evt_…).")
+    return "time", when if timezone.is_aware(when) else when.replace(tzinfo=dt.timezone.utc)
+
+
+def replay_range(endpoint: WebhookEndpoint, since: str, until: str | None = None):
+    """The endpoint's events from `since` (inclusive) to `until` (a time: exclusive; an event: inclusive)."""
+    if not since:
+        raise InvalidRequest("since", "Give the start of the range: an ISO 8601 time or an event id.")
+    events = Event.objects.filter(workspace_id=endpoint.workspace_id)
+    start = _range_bound(endpoint.workspace_id, "since", since)
+    events = events.filter(seq__gte=start[1]) if start[0] == "seq" else events.filter(occurred_at__gte=start[1])
+    if until:
+        end = _range_bound(endpoint.workspace_id, "until", until)
+        if end[0] == start[0] and (end[1] < start[1] or end[0] == "time" and end[1] == start[1]):
+            raise InvalidRequest("until", "`until` must come after `since`.")
+        events = events.filter(seq__lte=end[1]) if end[0] == "seq" else events.filter(occurred_at__lt=end[1])
+    if endpoint.event_types:
+        events = events.filter(type__in=endpoint.event_types)
+    return events.order_by("seq")
+
+
+def replay(*, endpoint: WebhookEndpoint, since: str, until: str | None = None) -> dict:
+    """Delivers every event of the range the endpoint subscribes to again, in event order, as new
+    deliveries (same event id, so receivers can de-duplicate). Audited."""
+    events = replay_range(endpoint, since, until)
+    count = events.count()
+    if count > REPLAY_MAX_EVENTS:
+        raise InvalidRequest("until", f"The range holds {count} events; replay at most {REPLAY_MAX_EVENTS} at a "
+                                      "time (narrow it with `until`).")
+    with transaction.atomic():
+        current = WebhookEndpoint.objects.select_for_update().select_related("workspace").get(pk=endpoint.pk)
+        if not current.active:
+            raise InvalidRequest("non_field_errors", "The endpoint is disabled; enable it before replaying.")
+        now = timezone.now()
+        found = list(events.values_list("seq", "id"))
+        ids = _insert_and_queue([_delivery_row(current, seq, now, replay=True) for seq, _ in found], INSERT_BATCH)
+        result = {"events": len(found), "first_event": found[0][1] if found else None,
+                  "last_event": found[-1][1] if found else None, "since": since, "until": until}
+        audit.record(workspace=current.workspace, action="webhook.replayed", obj=current, after=result)
+    return {**result, "deliveries": len(ids)}
+
+
+def redeliver_dead(*, endpoint: WebhookEndpoint) -> int:
+    """Queues every dead letter of the endpoint for one more attempt each. Audited."""
+    with transaction.atomic():
+        ids = list(WebhookDelivery.objects.filter(endpoint_id=endpoint.pk, status="dead")
+                   .order_by("event_id").values_list("pk", flat=True))
+        if not ids:
+            return 0
+        WebhookDelivery.objects.filter(pk__in=ids).update(status="pending", next_attempt_at=timezone.now())
+        audit.record(workspace=endpoint.workspace, action="webhook.dead_letters_redelivered", obj=endpoint,
+                     after={"deliveries": len(ids)})
+        transaction.on_commit(lambda: _enqueue_many_safely(ids))
+    return len(ids)
+
+
+# --- Delivery -------------------------------------------------------------------------------------
 
 def body_for(event: Event) -> str:
     from controlplane.events import serialize
@@ -202,8 +450,8 @@ def deliver(delivery_id: str) -> str:
             return "not due or already handled"
         endpoint = delivery.endpoint
         if not endpoint.active:
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", next_attempt_at=None,
-                                                                   error="The endpoint is disabled.")
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(status="dead", next_attempt_at=None,
+                                                                   error=f"{DISABLED_ERROR}.")
             return "endpoint disabled"
         body = body_for(delivery.event)
         timestamp = int(time.time())
@@ -212,7 +460,7 @@ def deliver(delivery_id: str) -> str:
             "User-Agent": "outbound-control-plane-webhooks/1",
             "webhook-id": delivery.event.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(endpoint.secret["key"], delivery.event.id, timestamp, body),
+            "webhook-signature": signature_header(endpoint, delivery.event.id, timestamp, body),
         }
         started = time.monotonic()
         status_code, response_body, error = None, "", ""
@@ -239,14 +487,17 @@ def _record_attempt(delivery, status_code, response_body, error, latency_ms):
         {"at": now.isoformat(), "status": status_code, "latency_ms": latency_ms, "error": error}]
     fields = {"attempts": attempts, "last_attempt_at": now, "response_status": status_code,
               "response_body": response_body, "latency_ms": latency_ms, "error": error, "attempt_log": log}
+    endpoints = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id)
     if not error:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status="succeeded", delivered_at=now,
                                                                next_attempt_at=None, **fields)
+        endpoints.filter(failing_since__isnull=False).update(failing_since=None)  # the failure streak ends
         return "succeeded"
+    endpoints.filter(failing_since__isnull=True).update(failing_since=now)  # a failure streak starts
     delays = retry_delays()
     if attempts > len(delays):
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", next_attempt_at=None, **fields)
-        return "failed"
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status="dead", next_attempt_at=None, **fields)
+        return "dead"
     when = now + dt.timedelta(seconds=delays[attempts - 1])
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=when, **fields)
     _enqueue_safely(delivery.pk, when)
@@ -254,7 +505,7 @@ def _record_attempt(delivery, status_code, response_body, error, latency_ms):
 
 
 def retry_delivery(*, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Sends a delivery again now (an operator's retry); a failed one gets one more attempt."""
+    """Sends a delivery again now (an operator's re-delivery); a dead letter gets one more attempt."""
     with transaction.atomic():
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status="pending", next_attempt_at=timezone.now())
         audit.record(workspace=delivery.endpoint.workspace, action="webhook.delivery_retried", obj=delivery,
@@ -265,12 +516,15 @@ def retry_delivery(*, delivery: WebhookDelivery) -> WebhookDelivery:
 
 
 def reconcile(now=None) -> int:
-    """Queues pending deliveries whose attempt is overdue (a lost job, or Redis was down at commit)."""
+    """The periodic job: disables endpoints failing for DISABLE_AFTER, forgets secrets whose overlap is over,
+    and queues pending deliveries whose attempt is overdue (a lost job, or Redis was down at commit)."""
     now = now or timezone.now()
+    disable_failing_endpoints(now)
+    expire_previous_secrets(now)
     overdue = WebhookDelivery.objects.filter(status="pending", next_attempt_at__lt=now - dt.timedelta(minutes=2))
-    count = 0
-    for pk in overdue.values_list("pk", flat=True).iterator(chunk_size=1000):
-        WebhookDelivery.objects.filter(pk=pk, status="pending").update(next_attempt_at=now)
-        _enqueue_safely(pk)
-        count += 1
-    return count
+    ids = list(overdue.order_by("next_attempt_at").values_list("pk", flat=True)[:RECONCILE_BATCH])
+    for start in range(0, len(ids), INSERT_BATCH):
+        chunk = ids[start:start + INSERT_BATCH]
+        overdue.filter(pk__in=chunk).update(next_attempt_at=now)  # still overdue: not claimed meanwhile
+        _enqueue_many_safely(chunk)
+    return len(ids)

@@ -30,7 +30,7 @@ def endpoint_of(workspace, url="https://hooks.example.com/in"):
     return WebhookEndpoint.objects.create(workspace=workspace, url=url, secret={"key": "whsec_stored"})
 
 
-def delivery_of(endpoint, *, status="failed", attempts=3, **fields):
+def delivery_of(endpoint, *, status="dead", attempts=3, **fields):
     event = Event.objects.create(id=new_id("evt"), workspace=endpoint.workspace, type="message.bounced",
                                  occurred_at=timezone.now(), data={"bounce_type": "hard"})
     defaults = {"response_status": 503, "latency_ms": 412, "error": "HTTP 503 from the endpoint",
@@ -111,7 +111,7 @@ def test_endpoints_and_deliveries_of_another_workspace_are_invisible(login, acme
     assert client.get(change_url(theirs)).status_code == 302
     client.post(changelist_url(WebhookDelivery), {"action": "retry_now", "_selected_action": [theirs.pk]})
     theirs.refresh_from_db()
-    assert theirs.status == "failed"
+    assert theirs.status == "dead"
 
 
 def test_the_delivery_log_shows_status_response_latency_error_and_every_attempt(login, acme):
@@ -121,7 +121,7 @@ def test_the_delivery_log_shows_status_response_latency_error_and_every_attempt(
     listing = client.get(changelist_url(WebhookDelivery)).content.decode()
     detail = client.get(change_url(delivery)).content.decode()
 
-    for text in ("failed", "503", "412 ms", "HTTP 503 from the endpoint", "message.bounced"):
+    for text in ("dead", "503", "412 ms", "HTTP 503 from the endpoint", "message.bounced"):
         assert text in listing
     assert "Connection timed out" in detail and "2025-01-15T10:05:00+00:00" in detail
 
@@ -148,7 +148,7 @@ def test_a_viewer_is_not_offered_retry(login, acme):
 
     assert "retry_now" not in page.content.decode()
     delivery.refresh_from_db()
-    assert delivery.status == "failed"
+    assert delivery.status == "dead"
 
 
 @pytest.mark.parametrize("model", [WebhookEndpoint, WebhookDelivery])

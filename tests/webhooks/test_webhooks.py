@@ -4,51 +4,15 @@ a delivery log, refusal of private targets, roles and tenancy."""
 import json
 import time
 
-import django_rq
 import pytest
-from rq import SimpleWorker
-from standardwebhooks.webhooks import Webhook
 
 from audit.models import AuditEvent
 from controlplane import webhooks
 from controlplane.models import Event, WebhookDelivery
 from tests.api.helpers import assert_error
-from tests.providers.httpfake import HttpFake
+from tests.webhooks.conftest import BODY, create, verified
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-BODY = {"to": "prospect@example.com", "subject": "Quick question", "text": "Hi there"}
-
-
-@pytest.fixture
-def receiver():
-    fake = HttpFake().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def loopback_allowed(settings):
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    settings.DEBUG = True  # the loopback receiver speaks plain http
-    settings.WEBHOOK_RETRY_DELAYS = [0, 0, 0, 0, 0, 0]
-
-
-@pytest.fixture
-def run_webhook_workers(redis_conn):
-    def run():
-        SimpleWorker([django_rq.get_queue("webhooks")], connection=redis_conn).work(burst=True)
-
-    return run
-
-
-def create(api, url, **extra):
-    return api.post("/api/v1/webhooks", {"url": url, **extra}, format="json")
-
-
-def verified(secret, request):
-    """What the receiver gets, checked the way a receiver would: the standardwebhooks library."""
-    return Webhook(secret).verify(request.body, request.headers)
 
 
 def test_deliveries_are_signed_retried_and_none_lost(make_api, workspace, sending_setup, run_workers, receiver,
@@ -88,7 +52,7 @@ def test_deliveries_are_signed_retried_and_none_lost(make_api, workspace, sendin
     assert all(d["response_status"] == 200 and d["latency_ms"] is not None for d in log["results"])
 
 
-def test_an_endpoint_that_stays_down_is_marked_failed_and_can_be_retried(api, workspace, sending_setup, run_workers,
+def test_an_endpoint_that_stays_down_is_dead_lettered_and_can_be_retried(api, workspace, sending_setup, run_workers,
                                                                           receiver, loopback_allowed, settings,
                                                                           run_webhook_workers):
     settings.WEBHOOK_RETRY_DELAYS = [0, 0]
@@ -97,7 +61,7 @@ def test_an_endpoint_that_stays_down_is_marked_failed_and_can_be_retried(api, wo
     api.post("/api/v1/messages", BODY, format="json")
     run_webhook_workers()
     [delivery] = api.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries").json()["results"]
-    assert delivery["status"] == "failed" and delivery["attempts"] == 3 and delivery["response_status"] == 503
+    assert delivery["status"] == "dead" and delivery["attempts"] == 3 and delivery["response_status"] == 503
     assert delivery["next_attempt_at"] is None and "503" in delivery["error"]
 
     receiver.default = (204, {}, "")
@@ -139,7 +103,7 @@ def test_targets_are_checked_again_at_delivery_time(api, workspace, sending_setu
     run_webhook_workers()
     assert receiver.requests == []
     [delivery] = api.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries").json()["results"]
-    assert delivery["status"] == "failed" and "private" in delivery["error"]
+    assert delivery["status"] == "dead" and "private" in delivery["error"]
 
 
 def test_a_slow_endpoint_does_not_slow_dispatch(api, workspace, sending_setup, smtp_sink, run_workers, receiver,
