@@ -99,6 +99,15 @@ class Planner:
 
     def _lock_more(self, need):
         """Locks up to `need` more candidates with room; False when none is left to lock."""
+        if not self.locked and not self.full and need == 1 and self.queue:
+            # A single send usually takes the first candidate: lock it straight away (the ledger then
+            # says whether it has room) rather than reading a chunk of candidates' usage first.
+            first = self.queue.popleft()
+            got = _lock([first])
+            if got:
+                self._take(got.values())
+                return True
+            self.passed_over = True
         while self.queue:
             taken = [self.queue.popleft() for _ in range(min(len(self.queue), max(need, CHUNK)))]
             roomy = self._with_room(taken)
