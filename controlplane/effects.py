@@ -1,4 +1,4 @@
-"""What delivery events do, in one place: message status, suppression, mailbox health.
+"""What delivery events do, in one place: message status, health (circuit breakers), suppression.
 
 `events.emit` calls `apply` in the emitting transaction, so an event and its effects commit together.
 """
@@ -26,12 +26,14 @@ def apply(event):
     reason = SUPPRESSION_REASON.get(event.type)
     if event.type == "message.bounced" and (event.data or {}).get("bounce_type") == "hard":
         reason = "hard_bounce"
+    if reason in ("hard_bounce", "complaint") and message.mailbox_id:
+        from mailboxes.services import breakers
+
+        # Before suppressing: the breakers lock workspace → domain → mailbox before any audit write, the
+        # order intake takes (mailbox, then audit chain), so the two never wait on each other in a circle.
+        breakers.check(mailbox_id=message.mailbox_id)
     if reason and message.to_address:
         _suppress(event, message, reason)
-    if reason in ("hard_bounce", "complaint") and message.mailbox_id:
-        from mailboxes.services import health
-
-        health.check_mailbox(mailbox_id=message.mailbox_id)
 
 
 def _suppress(event, message, reason):
@@ -42,6 +44,7 @@ def _suppress(event, message, reason):
         entry, created = suppression.suppress(
             workspace=message.workspace, value=message.to_address, reason=reason,
             source=f"{event.type} of {message.id} ({(event.data or {}).get('source', 'provider')})"[:300],
+            source_event=event.id,
         )
     except suppression.InvalidValue:
         return

@@ -7,13 +7,13 @@ from django.db import models
 
 from controlplane.ids import id_field
 from providers.crypto import EncryptedJSONField
-from workspaces.models import ScopedQuerySet, validate_timezone
+from workspaces.models import BreakerState, ScopedQuerySet, validate_timezone
 
 CHECK_STATUSES = [("unchecked", "unchecked"), ("pass", "pass"), ("warn", "warn"), ("fail", "fail"),
                   ("unknown", "unknown")]
 
 
-class SendingDomain(models.Model):
+class SendingDomain(BreakerState):
     workspace_lookup = "workspace"
 
     id = id_field("dom")
@@ -143,7 +143,7 @@ def default_window_days():
     return [1, 2, 3, 4, 5]
 
 
-class Mailbox(models.Model):
+class Mailbox(BreakerState):
     workspace_lookup = "workspace"
 
     STATUS_CHOICES = [("active", "active"), ("paused", "paused"), ("retired", "retired"), ("error", "error")]
@@ -175,6 +175,11 @@ class Mailbox(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, help_text="Last reservation (round-robin order).")
     next_slot_at = models.DateTimeField(null=True, blank=True, help_text="Earliest time the next send may be paced.")
     last_error = models.TextField(blank=True)
+    reramp_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="Resumed from an automatic pause at this time: its cap re-ramps from then.")
+    reramp_fraction = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True,
+                                          help_text="The fraction of the daily cap the re-ramp starts at.")
+    reramp_days = models.PositiveIntegerField(null=True, blank=True, help_text="Days the re-ramp lasts.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

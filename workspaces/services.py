@@ -17,13 +17,21 @@ def create_workspace(*, slug, name, timezone="UTC", postal_address="", sender_id
 
 
 @transaction.atomic
-def set_paused(*, workspace: Workspace, paused: bool, reason: str = "") -> Workspace:
+def set_paused(*, workspace: Workspace, paused: bool, reason: str = "", rule: str = "", resume_at=None,
+               note: str = "", now=None) -> Workspace:
+    """The kill switch, by hand or by the circuit breaker `rule` (until `resume_at`); `note` says why it resumes."""
+    from mailboxes.services import breakers
+
     workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
     before = {"paused": workspace.paused, "paused_reason": workspace.paused_reason}
     workspace.paused, workspace.paused_reason = paused, reason if paused else ""
-    workspace.save(update_fields=["paused", "paused_reason", "updated_at"])
+    fields, breaker_before, breaker_after = breakers.pause_change(workspace, paused=paused, rule=rule,
+                                                                  resume_at=resume_at, now=now)
+    workspace.save(update_fields=["paused", "paused_reason", "updated_at", *fields])
     audit.record(workspace=workspace, action="workspace.paused" if paused else "workspace.resumed", obj=workspace,
-                 before=before, after={"paused": workspace.paused, "paused_reason": workspace.paused_reason})
+                 before={**before, **breaker_before},
+                 after={"paused": workspace.paused, "paused_reason": workspace.paused_reason, **breaker_after,
+                        **({"reason": note} if note else {})})
     if not paused:
         from controlplane.dispatch import enqueue_waiting
 

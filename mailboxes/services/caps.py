@@ -4,11 +4,15 @@ A mailbox's day and ISO week are local to its time zone (`local_day`).
 """
 
 import datetime as dt
+import random
 from collections import defaultdict
+from dataclasses import dataclass
 
+from django.db import connection, models
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from mailboxes.models import Mailbox, MailboxDailyUsage
+from mailboxes.models import Mailbox, MailboxDailyUsage, MailboxHourlyUsage
 
 
 def local_day(mailbox: Mailbox, now: dt.datetime | None = None) -> dt.date:
@@ -27,10 +31,15 @@ def warmup_day(mailbox: Mailbox, today: dt.date) -> int | None:
 
 
 def effective_cap_today(mailbox: Mailbox, today: dt.date) -> int:
+    """min(daily cap, warm-up allowance, re-ramp allowance after a circuit-breaker pause) on local day `today`."""
+    from mailboxes.services.breakers import reramp_allowance
+
+    cap = mailbox.daily_cap
     day_number = warmup_day(mailbox, today)
-    if day_number is None:
-        return mailbox.daily_cap
-    return min(mailbox.daily_cap, mailbox.warmup_profile.allowance(day_number))
+    if day_number is not None:
+        cap = min(cap, mailbox.warmup_profile.allowance(day_number))
+    reramp = reramp_allowance(mailbox, today)
+    return cap if reramp is None else min(cap, reramp)
 
 
 def usage_for(mailboxes, now: dt.datetime | None = None) -> dict:
@@ -138,42 +147,167 @@ class NoCapacity(Exception):
         self.usage = usage or {}
 
 
-def reserve_capacity(*, mailbox: Mailbox, earliest: dt.datetime, now: dt.datetime | None = None):
-    """Reserves one send on the mailbox-local day of `earliest`, paced and inside the window.
+def hour_start(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
 
-    Must run inside the caller's transaction on a mailbox row locked with
-    `select_for_update()` (the one lock that orders reservations of one mailbox; other mailboxes
-    are not blocked). Returns (local day, scheduled moment, usage seen). Raises NoCapacity.
+
+def pacing(mailbox: Mailbox) -> tuple[float, str]:
+    """Seconds between two paced sends of the mailbox, and the limit that sets them:
+    `min_interval_seconds` ("pacing") or, when stricter, `per_minute_cap` ("per_minute_cap")."""
+    gap = float(mailbox.min_interval_seconds)
+    if mailbox.per_minute_cap and 60.0 / mailbox.per_minute_cap > gap:
+        return 60.0 / mailbox.per_minute_cap, "per_minute_cap"
+    return gap, "pacing"
+
+
+@dataclass
+class Reservation:
+    day: dt.date
+    hour: dt.datetime | None  # the clock hour counted against `hourly_cap` (None: the mailbox has none)
+    moment: dt.datetime
+    reason: str  # what made `moment` later than asked: "", "send_window", "pacing", "per_minute_cap", "hourly_cap"
+    usage_seen: dict
+
+
+class Ledger:
+    """Reservations for mailboxes whose rows the caller's transaction has locked (`select_for_update`).
+
+    Counts are read once (`add`), reservations are planned in memory (`reserve`) and written in a few
+    statements (`save`, before commit), so a batch of sends costs about as much as one. The row lock is
+    the one lock that orders the reservations of one mailbox; other mailboxes are not blocked.
     """
-    import random
 
-    from django.db.models import F
+    def __init__(self, *, now: dt.datetime | None = None):
+        self.now = now or timezone.now()
+        self.daily = defaultdict(dict)
+        self.hourly = defaultdict(dict)
+        self.added_daily = defaultdict(int)
+        self.added_hourly = defaultdict(int)
+        self.touched = {}
+        self.mailboxes = {}
 
-    now = now or timezone.now()
-    day = local_day(mailbox, earliest)
-    usage_seen = usage_for([mailbox], earliest)[mailbox.pk]
-    if usage_seen["remaining_this_week"] <= 0:
-        raise NoCapacity("weekly_cap", next_available_at(mailbox, earliest), usage_seen)
-    if usage_seen["remaining_today"] <= 0:
-        raise NoCapacity("daily_cap", next_available_at(mailbox, earliest), usage_seen)
-    moment = slot_on_day(mailbox, earliest)
-    if moment is None:
+    def add(self, mailboxes, *, earliest: dt.datetime, latest: dt.datetime | None = None) -> list:
+        """Reads the counts that reservations between `earliest` and `latest` can need (two queries at most).
+
+        Returns the ledger's own instance of each mailbox: reserve on those, so that one mailbox met
+        twice in a transaction is paced as one."""
+        mailboxes = list(mailboxes)
+        known = [self.mailboxes.setdefault(m.pk, m) for m in mailboxes]
+        mailboxes = [m for m in mailboxes if m.pk not in self.daily]
+        if not mailboxes:
+            return known
+        latest = latest or earliest
+        first = min(week_start(local_day(m, earliest)) for m in mailboxes)
+        last = max(local_day(m, latest) for m in mailboxes)
+        for mailbox in mailboxes:
+            self.daily[mailbox.pk] = {}
+        rows = MailboxDailyUsage.objects.filter(mailbox_id__in=[m.pk for m in mailboxes], day__gte=first, day__lte=last)
+        for mailbox_id, day, count in rows.values_list("mailbox_id", "day", "count"):
+            self.daily[mailbox_id][day] = count
+        hourly = [m.pk for m in mailboxes if m.hourly_cap is not None]
+        if hourly:
+            rows = MailboxHourlyUsage.objects.filter(mailbox_id__in=hourly, hour__gte=hour_start(earliest),
+                                                     hour__lte=latest + dt.timedelta(days=1))
+            for mailbox_id, hour, count in rows.values_list("mailbox_id", "hour", "count"):
+                self.hourly[mailbox_id][hour] = count
+        return known
+
+    def usage(self, mailbox: Mailbox, day: dt.date) -> dict:
+        counts = self.daily[mailbox.pk]
+        monday = week_start(day)
+        used_today = counts.get(day, 0)
+        used_week = sum(c for d, c in counts.items() if monday <= d <= day)
+        cap_today = effective_cap_today(mailbox, day)
+        remaining_week = max(0, mailbox.weekly_cap - used_week)
+        return {
+            "today": used_today,
+            "this_week": used_week,
+            "effective_cap_today": cap_today,
+            "remaining_today": max(0, min(cap_today - used_today, remaining_week)),
+            "remaining_this_week": remaining_week,
+            "warmup_day": warmup_day(mailbox, day),
+            "local_day": day.isoformat(),
+        }
+
+    def reserve(self, mailbox: Mailbox, earliest: dt.datetime) -> Reservation:
+        """Reserves one send on the mailbox-local day of `earliest`: daily and ISO-week caps (warm-up
+        included), the send window, pacing and `per_minute_cap`, then `hourly_cap`. Raises NoCapacity."""
+        day = local_day(mailbox, earliest)
+        seen = self.usage(mailbox, day)
+        if seen["remaining_this_week"] <= 0:
+            raise NoCapacity("weekly_cap", next_available_at(mailbox, earliest), seen)
+        if seen["remaining_today"] <= 0:
+            raise NoCapacity("daily_cap", next_available_at(mailbox, earliest), seen)
         bounds = window_bounds(mailbox, day)
-        reason = "outside_send_window" if bounds is None or earliest >= bounds[1] else "pacing"
-        raise NoCapacity(reason, next_available_at(mailbox, earliest), usage_seen)
-    updated = MailboxDailyUsage.objects.filter(mailbox=mailbox, day=day).update(count=F("count") + 1)
-    if not updated:
-        MailboxDailyUsage.objects.create(mailbox=mailbox, day=day, count=1)
-    gap = mailbox.min_interval_seconds + (random.uniform(0, mailbox.jitter_seconds) if mailbox.jitter_seconds else 0)
-    mailbox.next_slot_at = moment + dt.timedelta(seconds=gap)
-    mailbox.last_used_at = now
-    Mailbox.objects.filter(pk=mailbox.pk).update(next_slot_at=mailbox.next_slot_at, last_used_at=now)
-    return day, moment, usage_seen
+        if bounds is None or earliest >= bounds[1]:
+            raise NoCapacity("outside_send_window", next_available_at(mailbox, earliest), seen)
+        start, end = bounds
+        moment, reason = earliest, ""
+        if start > moment:
+            moment, reason = start, "send_window"
+        gap, pace_reason = pacing(mailbox)
+        if mailbox.next_slot_at and mailbox.next_slot_at > moment:
+            moment, reason = mailbox.next_slot_at, pace_reason
+        hour = None
+        if mailbox.hourly_cap is not None:
+            hour = hour_start(moment)
+            while self.hourly[mailbox.pk].get(hour, 0) >= mailbox.hourly_cap and moment < end:
+                hour += dt.timedelta(hours=1)
+                moment, reason = hour, "hourly_cap"
+        if moment >= end or local_day(mailbox, moment) != day:
+            raise NoCapacity(reason if reason in ("hourly_cap", "per_minute_cap") else "pacing",
+                             next_available_at(mailbox, earliest), seen)
+        self.daily[mailbox.pk][day] = self.daily[mailbox.pk].get(day, 0) + 1
+        self.added_daily[(mailbox.pk, day)] += 1
+        if hour is not None:
+            self.hourly[mailbox.pk][hour] = self.hourly[mailbox.pk].get(hour, 0) + 1
+            self.added_hourly[(mailbox.pk, hour)] += 1
+        if mailbox.jitter_seconds:
+            gap += random.uniform(0, mailbox.jitter_seconds)
+        mailbox.next_slot_at = moment + dt.timedelta(seconds=gap)
+        mailbox.last_used_at = self.now
+        self.touched[mailbox.pk] = mailbox
+        return Reservation(day, hour, moment, reason, seen)
+
+    def save(self):
+        """Writes every reservation made since the last save: usage rows and the mailboxes' pacing."""
+        _add_counts(MailboxDailyUsage, "day", self.added_daily)
+        _add_counts(MailboxHourlyUsage, "hour", self.added_hourly)
+        if self.touched:
+            Mailbox.objects.filter(pk__in=list(self.touched)).update(
+                next_slot_at=Case(*[When(pk=pk, then=Value(m.next_slot_at)) for pk, m in self.touched.items()],
+                                  output_field=models.DateTimeField()),
+                last_used_at=self.now)
+        self.added_daily.clear()
+        self.added_hourly.clear()
+        self.touched.clear()
 
 
-def release_capacity(*, mailbox_id, day: dt.date):
+def _add_counts(model, period: str, added: dict):
+    """Adds `added[(mailbox id, period)]` to the ledger rows in one statement (PostgreSQL and SQLite)."""
+    if not added:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * len(added))
+    params = [v for (pk, when), n in added.items() for v in (pk, when, n)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} (mailbox_id, {period}, count) VALUES {values} "
+                       f"ON CONFLICT (mailbox_id, {period}) DO UPDATE SET count = {table}.count + excluded.count",
+                       params)
+
+
+def reserve_capacity(*, mailbox: Mailbox, earliest: dt.datetime, now: dt.datetime | None = None):
+    """Reserves one send for one locked mailbox; returns (local day, scheduled moment, usage seen)."""
+    ledger = Ledger(now=now)
+    ledger.add([mailbox], earliest=earliest)
+    reservation = ledger.reserve(mailbox, earliest)
+    ledger.save()
+    return reservation.day, reservation.moment, reservation.usage_seen
+
+
+def release_capacity(*, mailbox_id, day: dt.date, hour: dt.datetime | None = None):
     """Gives back one reserved send (cancelled, suppressed or failed before hand-off)."""
-    from django.db.models import F
-
     Mailbox.objects.select_for_update().filter(pk=mailbox_id).first()
     MailboxDailyUsage.objects.filter(mailbox_id=mailbox_id, day=day, count__gt=0).update(count=F("count") - 1)
+    if hour is not None:
+        MailboxHourlyUsage.objects.filter(mailbox_id=mailbox_id, hour=hour, count__gt=0).update(count=F("count") - 1)

@@ -1,77 +1,146 @@
-"""Mailbox health (contract §4.6): hard-bounce and complaint rates over a mailbox's recent sends.
+"""Health of a sending scope (contract §4.6): hard-bounce and complaint rates over its recent sends.
 
-The window is the mailbox's last `HEALTH_WINDOW_SENDS` handed-off messages (never fewer than the
-workspace's `health_min_sends`). Rates are judged only once the window holds at least
-`health_min_sends` sends; a rate that passes (is above) the workspace threshold pauses the mailbox.
+- A mailbox is judged over its last `HEALTH_WINDOW_SENDS` handed-off messages (never fewer than the
+  workspace's `health_min_sends`).
+- A domain or a workspace is judged over the sends of its mailboxes in the last
+  `health_scope_window_days` days, leaving out mailboxes (and, for the workspace, domains) that a breaker
+  has paused: their own pause already answers for those sends.
+- A send counts only if it left after its mailbox's `health_since`, the last resume from an automatic pause
+  of the mailbox or of a scope above it, so old bounces do not trip a breaker again right after it resumes.
+
+Rates are judged once at least `health_min_sends` sends count; a rate that passes (is above) a
+threshold warns or pauses (see mailboxes/services/breakers.py).
 """
 
+import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-
-from mailboxes.models import Mailbox
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
 
 HANDED_OFF = ("sent", "delivered", "bounced", "complained")
+METRICS = {"hard_bounce": "hard-bounce", "complaint": "complaint"}
+HARD = Q(type="message.bounced", data__bounce_type="hard")
+COMPLAINED = Q(type="message.complained")
+
+
+def kind_of(scope) -> str:
+    """"mailbox", "domain" or "workspace"."""
+    return {"mailbox": "mailbox", "sendingdomain": "domain", "workspace": "workspace"}[scope._meta.model_name]
 
 
 def window_size(workspace) -> int:
     return max(int(getattr(settings, "HEALTH_WINDOW_SENDS", 200)), workspace.health_min_sends)
 
 
-def rates(mailbox: Mailbox) -> dict:
-    """{sends, hard_bounces, complaints, hard_bounce_rate, complaint_rate, window} over the recent sends."""
-    from controlplane.models import Event, Message
-
-    workspace = mailbox.workspace
-    size = window_size(workspace)
-    recent = list(Message.objects.filter(mailbox=mailbox, sent_at__isnull=False, status__in=HANDED_OFF)
-                  .order_by("-sent_at", "-id").values_list("pk", flat=True)[:size])
-    sends = len(recent)
-    hard = complaints = 0
-    if recent:
-        bounced = Event.objects.filter(message_id__in=recent, type="message.bounced", data__bounce_type="hard")
-        hard = bounced.values("message_id").distinct().count()
-        complaints = (Event.objects.filter(message_id__in=recent, type="message.complained")
-                      .values("message_id").distinct().count())
+def _with_rates(counts: dict) -> dict:
+    sends = counts["sends"]
     return {
-        "window": size,
-        "sends": sends,
-        "hard_bounces": hard,
-        "complaints": complaints,
-        "hard_bounce_rate": (Decimal(hard) / sends) if sends else Decimal(0),
-        "complaint_rate": (Decimal(complaints) / sends) if sends else Decimal(0),
+        **counts,
+        "hard_bounce_rate": Decimal(counts["hard_bounces"]) / sends if sends else Decimal(0),
+        "complaint_rate": Decimal(counts["complaints"]) / sends if sends else Decimal(0),
     }
 
 
-def _percent(value) -> str:
+def _counted(prefix=""):
+    """Sends that count (handed off after their mailbox's `health_since`), as a Q over Message or, with the
+    prefix "message__", over Event."""
+    return Q(**{f"{prefix}status__in": HANDED_OFF, f"{prefix}sent_at__isnull": False}) & (
+        Q(**{f"{prefix}mailbox__health_since__isnull": True})
+        | Q(**{f"{prefix}sent_at__gt": F(f"{prefix}mailbox__health_since")}))
+
+
+def rates(scope, now: dt.datetime | None = None) -> dict:
+    """{sends, hard_bounces, complaints, hard_bounce_rate, complaint_rate, window, days} over the scope's recent sends.
+
+    `window` is the mailbox window's size in sends, `days` the domain or workspace window in days."""
+    from controlplane.models import Event, Message
+
+    workspace = scope.workspace
+    kind = kind_of(scope)
+    if kind == "mailbox":
+        size = window_size(workspace)
+        recent = Message.objects.filter(_counted(), mailbox=scope).order_by("-sent_at", "-id").values("pk")[:size]
+        reported = {name: Q(Exists(Event.objects.filter(report, message=OuterRef("pk"))))
+                    for name, report in (("hard_bounces", HARD), ("complaints", COMPLAINED))}
+        counts = Message.objects.filter(pk__in=recent).aggregate(
+            sends=Count("pk"), **{name: Count("pk", filter=q) for name, q in reported.items()})
+        return {"window": size, "days": None, **_with_rates(counts)}
+    now = now or timezone.now()
+    days = workspace.health_scope_window_days
+    start = now - dt.timedelta(days=days)
+
+    def scoped(prefix=""):
+        where = {f"{prefix}sent_at__gte": start, f"{prefix}mailbox__breaker_rule": ""}
+        if kind == "domain":
+            return _counted(prefix) & Q(**where, **{f"{prefix}mailbox__domain": scope})
+        return _counted(prefix) & Q(**where, **{f"{prefix}workspace": scope,
+                                                 f"{prefix}mailbox__domain__breaker_rule": ""})
+
+    # Counted from both ends: the sends by index range, the (far fewer) reports by their own index. A report
+    # never precedes its send; a day of margin covers providers' clocks.
+    sends = Message.objects.filter(scoped()).count()
+    counts = (Event.objects.filter(HARD | COMPLAINED, scoped("message__"), workspace=workspace,
+                                   occurred_at__gte=start - dt.timedelta(days=1))
+              .aggregate(hard_bounces=Count("message_id", distinct=True, filter=HARD),
+                         complaints=Count("message_id", distinct=True, filter=COMPLAINED)))
+    return {"window": None, "days": days, **_with_rates({"sends": sends, **counts})}
+
+
+def thresholds(scope) -> dict:
+    """{metric: (warn, pause)} for the scope, from its workspace's settings (a warn never above its pause).
+
+    A mailbox pauses at the contract's `hard_bounce_threshold` and `complaint_threshold`."""
+    workspace = scope.workspace
+    kind = kind_of(scope)
+    result = {}
+    for metric in METRICS:
+        if kind == "mailbox":
+            warn = getattr(workspace, f"mailbox_{metric}_warn_threshold")
+            pause = getattr(workspace, f"{metric}_threshold")
+        else:
+            warn, pause = (getattr(workspace, f"{kind}_{metric}_warn_threshold"),
+                           getattr(workspace, f"{kind}_{metric}_pause_threshold"))
+        result[metric] = (min(warn, pause), pause)
+    return result
+
+
+def percent(value) -> str:
     return f"{(Decimal(value) * 100).quantize(Decimal('0.1'))}%"
 
 
-def verdict(mailbox: Mailbox, figures: dict | None = None) -> str:
-    """The reason to pause this mailbox, or "" when its rates are within the thresholds."""
-    workspace = mailbox.workspace
-    figures = figures or rates(mailbox)
+@dataclass(frozen=True)
+class Finding:
+    """A rate past a threshold: `rule` names the scope kind and metric (e.g. "domain_complaint")."""
+
+    rule: str
+    level: str  # "warn" or "pause"
+    text: str
+
+
+def findings(scope, figures: dict) -> list[Finding]:
+    """The scope's rates past a warn threshold (level "warn") and past a pause threshold (level "pause")."""
+    workspace = scope.workspace
     if figures["sends"] < workspace.health_min_sends:
-        return ""
-    if figures["hard_bounce_rate"] > workspace.hard_bounce_threshold:
-        return (f"Hard-bounce rate {_percent(figures['hard_bounce_rate'])} ({figures['hard_bounces']} of the last "
-                f"{figures['sends']} sends) passes the workspace threshold of "
-                f"{_percent(workspace.hard_bounce_threshold)}.")
-    if figures["complaint_rate"] > workspace.complaint_threshold:
-        return (f"Complaint rate {_percent(figures['complaint_rate'])} ({figures['complaints']} of the last "
-                f"{figures['sends']} sends) passes the workspace threshold of "
-                f"{_percent(workspace.complaint_threshold)}.")
-    return ""
-
-
-def check_mailbox(*, mailbox_id) -> Mailbox | None:
-    """Pauses the mailbox (audited, with a `mailbox.paused` event) if its rates pass the thresholds."""
-    from mailboxes.services.identities import pause_mailbox
-
-    mailbox = Mailbox.objects.select_related("workspace").filter(pk=mailbox_id).first()
-    if mailbox is None or mailbox.status != "active":
-        return None
-    reason = verdict(mailbox)
-    if not reason:
-        return None
-    return pause_mailbox(mailbox=mailbox, reason=reason)
+        return []
+    kind = kind_of(scope)
+    result = []
+    for metric, (warn, pause) in thresholds(scope).items():
+        rate, count = figures[f"{metric}_rate"], figures["hard_bounces" if metric == "hard_bounce" else "complaints"]
+        name = METRICS[metric]
+        if kind == "mailbox":
+            head = f"{name.capitalize()} rate {percent(rate)} ({count} of the last {figures['sends']} sends)"
+        else:
+            head = (f"{kind.capitalize()} {scope}: {name} rate {percent(rate)} ({count} of {figures['sends']} sends "
+                    f"in the last {figures['days']} days)")
+        rule = f"{kind}_{metric}"
+        if rate > warn:
+            result.append(Finding(rule, "warn", f"{head} passes the warn threshold of {percent(warn)} "
+                                                f"(rule: {kind} {name} warn)."))
+        if rate > pause:
+            which = "workspace threshold" if kind == "mailbox" else "pause threshold"
+            result.append(Finding(rule, "pause", f"{head} passes the {which} of {percent(pause)} "
+                                                 f"(rule: {kind} {name} pause)."))
+    return result
