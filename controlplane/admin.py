@@ -603,7 +603,7 @@ class WebhookEndpointForm(WorkspaceScopedForm):
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["workspace", "url", "event_types", "description", "active"]
+        fields = ["workspace", "url", "event_types", "description"]
 
     def clean_url(self):
         value = self.cleaned_data["url"].strip()
@@ -617,31 +617,65 @@ class WebhookEndpointForm(WorkspaceScopedForm):
         return list(dict.fromkeys(self.cleaned_data.get("event_types") or []))
 
 
+class RotateSecretForm(forms.Form):
+    overlap_hours = forms.IntegerField(
+        min_value=0, max_value=webhooks.MAX_OVERLAP_SECONDS // 3600, initial=24,
+        help_text="For this long every delivery is signed with the old secret too, so receivers can switch "
+                  "without losing one. 0 stops the old secret at once.")
+
+
+LISTED_DISABLED_ENDPOINTS = 10
+
+
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(WorkspaceScopedAdmin):
-    """Endpoints are created through the webhooks service: the signing secret is shown once, on creation."""
+    """Endpoints are created through the webhooks service: the signing secret is shown once, on creation and on
+    rotation. Disabling, re-enabling and re-delivering dead letters are audited actions."""
 
     form = WebhookEndpointForm
     change_perm = WEBHOOK_PERM
     audit_name = "webhook"
-    list_display = ("url", "workspace", "event_types_list", "active", "failed_deliveries", "pending_retries",
+    list_display = ("url", "workspace", "event_types_list", "state", "dead_letters", "pending_retries",
                     "description", "created_at")
     list_filter = ("active", "workspace")
     list_select_related = ("workspace",)
     search_fields = ("url", "description")
-    readonly_fields = ("secret_state", "deliveries_link", "created_at")
+    readonly_fields = ("state", "secret_state", "deliveries_link", "created_at")
+    actions = ["enable_endpoints", "disable_endpoints", "redeliver_dead_letters", "rotate_secrets"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["workspace", "url", "event_types", "description"]
-        return ["workspace", "url", "event_types", "description", "active", "secret_state", "deliveries_link",
+        return ["workspace", "url", "event_types", "description", "state", "secret_state", "deliveries_link",
                 "created_at"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            failed_count=Count("deliveries", filter=Q(deliveries__status="failed")),
+            dead_count=Count("deliveries", filter=Q(deliveries__status="dead")),
             retrying_count=Count("deliveries", filter=Q(deliveries__status="pending", deliveries__attempts__gt=0)),
         )
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            self.notify_disabled(request)
+        return super().changelist_view(request, extra_context)
+
+    def notify_disabled(self, request):
+        """A notice naming the disabled endpoints and why: their events wait as dead letters."""
+        disabled = list(scoped(WebhookEndpoint.objects.filter(active=False), request.user)
+                        .only("id", "url", "active", "disabled_at", "disabled_reason")
+                        .order_by("-disabled_at", "-id")[:LISTED_DISABLED_ENDPOINTS + 1])
+        if not disabled:
+            return
+        rows = [(reverse("admin:controlplane_webhookendpoint_change", args=[quote(e.pk)],
+                         current_app=self.admin_site.name), e.url, self.state(e))
+                for e in disabled[:LISTED_DISABLED_ENDPOINTS]]
+        more = "+" if len(disabled) > LISTED_DISABLED_ENDPOINTS else ""
+        self.message_user(request, format_html(
+            '<span id="disabled-webhooks">{}{} disabled webhook endpoint(s): nothing is sent to them and the events '
+            "they subscribe to wait as dead letters. Re-enable them, then re-deliver their dead letters.</span>"
+            "<ul>{}</ul>", len(rows), more, format_html_join("", '<li><a href="{}">{}</a>: {}</li>', rows)),
+            messages.WARNING)
 
     def audit_exclude(self):
         return super().audit_exclude() + ("secret",)
@@ -650,9 +684,20 @@ class WebhookEndpointAdmin(WorkspaceScopedAdmin):
     def event_types_list(self, obj):
         return ", ".join(obj.event_types or []) or "every type"
 
-    @admin.display(description="Failed deliveries", ordering="failed_count")
-    def failed_deliveries(self, obj):
-        return getattr(obj, "failed_count", 0)
+    @admin.display(description="State", ordering="active")
+    def state(self, obj):
+        if obj.active:
+            return "enabled"
+        since = f" since {obj.disabled_at:%Y-%m-%d %H:%M} UTC" if obj.disabled_at else ""
+        return f"disabled{since}: {obj.disabled_reason}" if obj.disabled_reason else f"disabled{since}"
+
+    @admin.display(description="Dead letters", ordering="dead_count")
+    def dead_letters(self, obj):
+        count = getattr(obj, "dead_count", 0)
+        if not count:
+            return 0
+        url = reverse("admin:controlplane_webhookdelivery_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?endpoint__id__exact={}&amp;status__exact=dead">{}</a>', url, obj.pk, count)
 
     @admin.display(description="Retrying")
     def pending_retries(self, obj):
@@ -660,12 +705,57 @@ class WebhookEndpointAdmin(WorkspaceScopedAdmin):
 
     @admin.display(description="Signing secret")
     def secret_state(self, obj):
-        return "Set. It was shown once, when the endpoint was created, and is never shown again."
+        text = "Set. It was shown once, when the endpoint was created or its secret rotated, and is never shown again."
+        if obj.previous_secret_expires_at and obj.previous_secret_expires_at > timezone.now():
+            text += (f" Until {obj.previous_secret_expires_at:%Y-%m-%d %H:%M} UTC deliveries are signed with the "
+                     "previous secret too.")
+        return text
 
     @admin.display(description="Deliveries")
     def deliveries_link(self, obj):
         url = reverse("admin:controlplane_webhookdelivery_changelist", current_app=self.admin_site.name)
-        return format_html('<a href="{}?endpoint__id__exact={}">Delivery log</a>', url, obj.pk)
+        dead = WebhookDelivery.objects.filter(endpoint_id=obj.pk, status="dead").count()
+        return format_html('<a href="{}?endpoint__id__exact={}">Delivery log</a> · '
+                           '<a href="{}?endpoint__id__exact={}&amp;status__exact=dead">{} dead letter{}</a>',
+                           url, obj.pk, url, obj.pk, dead, "" if dead == 1 else "s")
+
+    @admin.action(description="Re-enable", permissions=["change"])
+    def enable_endpoints(self, request, queryset):
+        self.act_on_each(request, queryset, perm=WEBHOOK_PERM, done="re-enabled",
+                         apply=lambda endpoint: webhooks.enable_endpoint(endpoint=endpoint))
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable_endpoints(self, request, queryset):
+        return self.act_with_reason(request, queryset, perm=WEBHOOK_PERM, title="Disable webhook endpoints",
+                                    button="Disable", done="disabled",
+                                    apply=lambda endpoint, reason: webhooks.disable_endpoint(endpoint=endpoint,
+                                                                                             reason=reason))
+
+    @admin.action(description="Re-deliver dead letters", permissions=["change"])
+    def redeliver_dead_letters(self, request, queryset):
+        endpoints, left_out = self.permitted(request, queryset.select_related("workspace"), WEBHOOK_PERM)
+        disabled = [e for e in endpoints if not e.active]
+        with transaction.atomic():
+            queued = sum(webhooks.redeliver_dead(endpoint=e) for e in endpoints if e.active)
+        self.message_user(request, f"Queued {queued} dead letter{'' if queued == 1 else 's'} again.",
+                          messages.SUCCESS if queued else messages.WARNING)
+        if disabled:
+            self.message_user(request, "Left the dead letters of disabled endpoints waiting: re-enable "
+                                       f"{', '.join(e.url for e in disabled)} first.", messages.WARNING)
+        if left_out:
+            self.report(request, [], left_out, "")
+
+    @admin.action(description="Rotate signing secret", permissions=["change"])
+    def rotate_secrets(self, request, queryset):
+        def rotate(endpoint, data):
+            secret = webhooks.rotate_secret(endpoint=endpoint, overlap_seconds=data["overlap_hours"] * 3600)
+            self.message_user(request, format_html(
+                "The new signing secret of {} is <code>{}</code>. Copy it now: it is shown only this once.",
+                endpoint.url, secret), messages.WARNING)
+
+        return self.act_with_form(request, queryset.select_related("workspace"), perm=WEBHOOK_PERM,
+                                  title="Rotate signing secrets", button="Rotate", form_class=RotateSecretForm,
+                                  apply=rotate, done="rotated the secret of")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -700,7 +790,7 @@ class WebhookEndpointAdmin(WorkspaceScopedAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(WorkspaceScopedAdmin):
-    """The delivery log: read-only, with "Retry now" for those whose role manages webhooks."""
+    """The delivery log and dead letters: read-only, with "Re-deliver now" for those whose role manages webhooks."""
 
     change_perm = NOBODY
     add_perm = NOBODY
@@ -755,7 +845,7 @@ class WebhookDeliveryAdmin(WorkspaceScopedAdmin):
             "<tbody>{}</tbody></table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
 
-    @admin.action(description="Retry now", permissions=["retry"])
+    @admin.action(description="Re-deliver now", permissions=["retry"])
     def retry_now(self, request, queryset):
         self.act_on_each(request, queryset, perm=WEBHOOK_PERM, done="queued again",
                          apply=lambda delivery: webhooks.retry_delivery(delivery=delivery))

@@ -6,12 +6,16 @@ exactly like one that does not exist. Each admin names the short permission (see
 ``workspaces.scoping.PERMISSIONS``) it needs to add, change and delete.
 """
 
+import functools
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import models, transaction
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
+from unfold import widgets as theme
+from unfold.admin import ModelAdmin
 
 from audit import services as audit
 from workspaces.models import Workspace
@@ -128,8 +132,41 @@ class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
         return [(obj.pk, str(obj)) for obj in queryset]
 
 
+def _theme_classes(widget):
+    if isinstance(widget, forms.Textarea):
+        return theme.TEXTAREA_CLASSES
+    if isinstance(widget, forms.CheckboxInput):
+        return theme.CHECKBOX_CLASSES
+    if isinstance(widget, forms.Select):
+        return theme.SELECT_CLASSES
+    if isinstance(widget, forms.FileInput):
+        return theme.FILE_CLASSES
+    if isinstance(widget, forms.widgets.Input) and widget.input_type != "hidden":
+        return theme.INPUT_CLASSES
+    return []
+
+
+def themed(form):
+    """Gives the plain Django widgets of `form` the admin theme's look; the theme's own widgets keep theirs."""
+    for field in form.fields.values():
+        widget = field.widget
+        if type(widget).__module__.startswith("unfold."):
+            continue
+        if isinstance(widget, forms.CheckboxSelectMultiple):
+            field.widget = theme.UnfoldAdminCheckboxSelectMultipleWidget(attrs=widget.attrs, choices=widget.choices)
+            continue
+        classes = " ".join(_theme_classes(widget))
+        if classes:
+            widget.attrs["class"] = f"{widget.attrs.get('class', '')} {classes}".strip()
+    return form
+
+
 class WorkspaceScopedForm(forms.ModelForm):
     """Checks that every referenced object and every per-workspace name fits the object's workspace."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        themed(self)
 
     def target_workspace(self):
         if "workspace" in self.fields:
@@ -187,7 +224,27 @@ class ReasonForm(forms.Form):
                              help_text="Shown wherever the pause is, and kept in the audit log.")
 
 
-class WorkspaceScopedAdmin(admin.ModelAdmin):
+def _is_display(method):
+    """A display method (`admin.display`, taking the object), not an action (which takes a request and a queryset)."""
+    code = getattr(method, "__code__", None)
+    return (code is not None and code.co_argcount == 2 and hasattr(method, "short_description")
+            and not hasattr(method, "allowed_permissions"))
+
+
+def _once_per_object(display, name):
+    @functools.wraps(display)
+    def wrapped(obj):
+        if obj is None or not hasattr(obj, "__dict__"):
+            return display(obj)
+        shown = obj.__dict__.setdefault("_shown_by_admin", {})
+        if name not in shown:
+            shown[name] = display(obj)
+        return shown[name]
+
+    return wrapped
+
+
+class WorkspaceScopedAdmin(ModelAdmin):
     """Base of every workspace-owned model's admin.
 
     Permissions are short names from ``workspaces.scoping.PERMISSIONS``; ``SUPERUSERS``
@@ -203,6 +260,15 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
     readonly_on_change = ("workspace",)
     form = WorkspaceScopedForm
     list_per_page = 50
+
+    def __init__(self, model, admin_site):
+        super().__init__(model, admin_site)
+        # The theme's templates read a read-only field's contents several times per page: each display
+        # method runs once per object instead.
+        for name in dir(type(self)):
+            method = getattr(type(self), name, None)
+            if _is_display(method) and name not in (self.actions or ()):
+                setattr(self, name, _once_per_object(getattr(self, name), name))
 
     # Permissions ---------------------------------------------------------------------------
 

@@ -1,25 +1,27 @@
 """The workspace dashboard shown as the admin index: what is sending, what is near its cap, what is failing.
 
 Every figure is computed for one workspace in a fixed number of queries, whatever the number of mailboxes or
-messages: daily counts are GROUP BY aggregates bounded to the last ``DAYS`` local days on indexed columns
-(``Message.scheduled_at``, ``Event.type``), and lists are cut to ``LISTED`` rows with a total beside them.
-Charts are inline SVG drawn from the computed numbers; the page loads no script.
+messages: daily counts come from the pre-aggregated rows of ``controlplane.stats`` (never a scan of the messages
+table), and lists are cut to ``LISTED`` rows with a total beside them. Charts are drawn in the browser by Chart.js
+(shipped with the admin theme, served from this process) from the numbers computed here, which the page also
+shows as tables.
 """
 
 import datetime as dt
-from collections import defaultdict
+import json
 from decimal import Decimal
 
 from django.contrib.admin.utils import quote
 from django.db.models import Count, Max, Q
-from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from controlplane.admin_base import access, scoped
-from controlplane.models import STATUS_CHOICES, Event, Message, WebhookDelivery
+from controlplane.models import STATUS_CHOICES, WebhookDelivery
+from controlplane.stats import services as stats
+from controlplane.stats.models import COMPLAINT, HARD_BOUNCE
 from mailboxes.models import Mailbox, SendingDomain
 from mailboxes.services import caps
 from workspaces.models import Workspace
@@ -31,6 +33,11 @@ NEAR_CAP = Decimal("0.8")
 WEBHOOK_FAILURE_DAYS = 7
 SWITCHER_LIMIT = 200
 HANDED_OFF = ("sent", "delivered", "bounced", "complained")
+# What the page and today's caps (warm-up, re-ramp) read of each of the workspace's mailboxes; the rest stays in
+# the database. Should caps come to read another field, the query-count test of the dashboard fails.
+MAILBOX_FIELDS = ("id", "workspace", "address", "status", "paused_reason", "last_error", "daily_cap", "weekly_cap",
+                  "warmup_profile", "warmup_started_on", "send_window_timezone", "reramp_started_at", "reramp_fraction",
+                  "reramp_days")
 
 STATUSES = [s for s, _ in STATUS_CHOICES]
 STATUS_COLOURS = {
@@ -38,12 +45,13 @@ STATUS_COLOURS = {
     "deferred": "#f0b429", "bounced": "#d64545", "complained": "#8e24aa", "failed": "#7f1d1d",
     "suppressed": "#888888", "cancelled": "#c8c8c8",
 }
+RATE_COLOUR = "#6d28d9"
+THRESHOLD_COLOUR = "#d64545"
 
-CHART_WIDTH = 720
-CHART_HEIGHT = 180
-CHART_LEFT = 44
-CHART_BOTTOM = 22
-CHART_TOP = 8
+
+def _existing(model, names):
+    fields = {field.name for field in model._meta.concrete_fields}
+    return [name for name in names if name in fields]
 
 
 def dashboard_workspaces(request):
@@ -65,129 +73,90 @@ def chosen_workspace(request, workspaces):
     return found
 
 
-def _day_range(workspace, now):
-    tz = workspace.tz
-    today = now.astimezone(tz).date()
-    days = [today - dt.timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)]
-    start = dt.datetime.combine(days[0], dt.time.min, tzinfo=tz)
-    end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=tz)
-    return days, start, end
-
-
-def _nice_ceiling(value):
-    """A round upper bound for a chart axis (1, 2, 5 × 10^n)."""
-    if value <= 0:
-        return 1
-    magnitude = 1
-    while magnitude * 10 <= value:
-        magnitude *= 10
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
-
-
-def _nice_rate_ceiling(value):
-    """A round upper bound for a rate axis, as a fraction."""
-    value = float(value)
-    for bound in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
-        if value <= bound:
-            return bound
-    return 1.0
-
-
-def _plot_height():
-    return CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
-
-
-def _slot_width():
-    return (CHART_WIDTH - CHART_LEFT) / DAYS
-
-
-def sends_chart(days, counts):
-    """A stacked bar per day, one segment per status, with its axis and legend."""
-    totals = [sum(counts[day].values()) for day in days]
-    top = _nice_ceiling(max(totals, default=0))
-    height, slot = _plot_height(), _slot_width()
-    bars = []
-    for index, day in enumerate(days):
-        x = CHART_LEFT + index * slot + 2
-        y = CHART_TOP + height
-        segments = []
-        for status in STATUSES:
-            n = counts[day].get(status, 0)
-            if not n:
-                continue
-            h = height * n / top
-            y -= h
-            segments.append({"status": status, "count": n, "colour": STATUS_COLOURS[status],
-                             "y": round(y, 2), "height": round(h, 2)})
-        bars.append({"day": day, "total": totals[index], "x": round(x, 2), "width": round(slot - 4, 2),
-                     "segments": segments, "label": index % 5 == 4 or index == DAYS - 1,
-                     "label_x": round(x + (slot - 4) / 2, 2)})
-    used = [s for s in STATUSES if any(counts[day].get(s) for day in days)]
-    return {
-        "width": CHART_WIDTH, "height": CHART_HEIGHT, "left": CHART_LEFT, "top": CHART_TOP,
-        "baseline": CHART_TOP + height, "label_y": CHART_HEIGHT - 6,
-        "ticks": _ticks(top, lambda v: str(int(v))),
-        "bars": bars, "total": sum(totals),
-        "legend": [{"status": s, "colour": STATUS_COLOURS[s]} for s in used],
-        "statuses": used,
-        "table": [{"day": day, "total": totals[i], "cells": [counts[day].get(s, 0) for s in used]}
-                  for i, day in enumerate(days)],
-    }
-
-
-def _ticks(top, label):
-    height = _plot_height()
-    return [{"y": round(CHART_TOP + height - height * fraction, 2), "label": label(top * fraction)}
-            for fraction in (0, 0.5, 1)]
+def days_ending(workspace, now):
+    """The last ``DAYS`` local days of `workspace`, oldest first."""
+    today = now.astimezone(workspace.tz).date()
+    return [today - dt.timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)]
 
 
 def _percent(value, places=1):
     return f"{float(value) * 100:.{places}f}%"
 
 
-def rate_chart(days, numerators, denominators, threshold, name):
-    """A line of one daily rate (numerator / handed-off sends that day) with the pause threshold dashed."""
-    rates = {day: (Decimal(numerators.get(day, 0)) / denominators[day]) if denominators.get(day) else None
-             for day in days}
-    top = _nice_rate_ceiling(max([float(threshold) * 1.25] + [float(r) for r in rates.values() if r is not None]))
-    height, slot = _plot_height(), _slot_width()
+def _threshold_text(threshold):
+    return _percent(threshold, 2 if threshold < Decimal("0.01") else 1)
 
-    def y_of(rate):
-        return round(CHART_TOP + height - height * float(rate) / top, 2)
 
+def sends_chart(days, counts):
+    """Messages per day by status: a stacked bar chart, its legend and its table."""
+    totals = [sum(counts[day].get(s, 0) for s in STATUSES) for day in days]
+    used = [s for s in STATUSES if any(counts[day].get(s) for day in days)]
+    data = {
+        "kind": "stacked",
+        "labels": [f"{day.day} {day:%b}" for day in days],
+        "datasets": [{"label": s, "data": [counts[day].get(s, 0) for day in days],
+                      "backgroundColor": STATUS_COLOURS[s]} for s in used],
+    }
+    return {
+        "total": sum(totals),
+        "legend": [{"status": s, "colour": STATUS_COLOURS[s]} for s in used],
+        "statuses": used,
+        "segments": sum(1 for day in days for s in used if counts[day].get(s)),
+        "table": [{"day": day, "total": totals[i], "cells": [counts[day].get(s, 0) for s in used]}
+                  for i, day in enumerate(days)],
+        "json": json.dumps(data),
+    }
+
+
+def rate_chart(days, counts, metric, threshold, name):
+    """One daily rate (messages with `metric` / messages handed off, by the day they were scheduled) as a line,
+    with the pause threshold as a dashed line."""
     points = []
-    for index, day in enumerate(days):
-        rate = rates[day]
-        x = round(CHART_LEFT + index * slot + slot / 2, 2)
-        points.append({"day": day, "x": x, "y": y_of(rate) if rate is not None else None, "rate": rate,
-                       "text": _percent(rate, 2) if rate is not None else "no sends",
-                       "count": numerators.get(day, 0), "sends": denominators.get(day, 0),
-                       "over": rate is not None and rate > threshold,
-                       "label": index % 5 == 4 or index == DAYS - 1})
-    segments, current = [], []
-    for point in points:
-        if point["y"] is None:
-            if current:
-                segments.append(current)
-            current = []
-        else:
-            current.append(f"{point['x']},{point['y']}")
-    if current:
-        segments.append(current)
+    for day in days:
+        sends = sum(counts[day].get(s, 0) for s in HANDED_OFF)
+        count = counts[day].get(metric, 0)
+        rate = Decimal(count) / sends if sends else None
+        points.append({"day": day, "rate": rate, "count": count, "sends": sends,
+                       "text": f"{_percent(rate, 2)} ({count} of {sends})" if rate is not None else "no sends",
+                       "over": rate is not None and rate > threshold})
+    data = {
+        "kind": "rate",
+        "labels": [f"{day.day} {day:%b}" for day in days],
+        "tooltips": [point["text"] for point in points],
+        "datasets": [
+            {"label": name, "data": [round(float(p["rate"]) * 100, 3) if p["rate"] is not None else None
+                                     for p in points],
+             "borderColor": RATE_COLOUR, "backgroundColor": RATE_COLOUR,
+             "pointBackgroundColor": [THRESHOLD_COLOUR if p["over"] else RATE_COLOUR for p in points],
+             "pointRadius": [5 if p["over"] else 3 for p in points]},
+            {"label": f"Pause threshold {_threshold_text(threshold)}", "data": [float(threshold) * 100] * len(days),
+             "borderColor": THRESHOLD_COLOUR, "borderDash": [6, 4], "pointRadius": 0, "threshold": True},
+        ],
+    }
     return {
         "name": name,
-        "width": CHART_WIDTH, "height": CHART_HEIGHT, "left": CHART_LEFT, "top": CHART_TOP,
-        "baseline": CHART_TOP + height, "label_y": CHART_HEIGHT - 6,
-        "ticks": _ticks(top, lambda v: _percent(v, 2 if top < 0.01 else 1)),
-        "threshold": threshold, "threshold_text": _percent(threshold, 2 if threshold < Decimal("0.01") else 1),
-        "threshold_y": y_of(threshold),
-        "lines": [" ".join(segment) for segment in segments],
+        "threshold": threshold, "threshold_text": _threshold_text(threshold),
         "points": points,
         "days_over": sum(1 for p in points if p["over"]),
+        "json": json.dumps(data),
     }
+
+
+def rate_charts(workspace, days, counts):
+    """The hard-bounce and complaint charts of one workspace's (or one mailbox's) daily counts."""
+    return {
+        "hard_bounce_chart": rate_chart(days, counts, HARD_BOUNCE, workspace.hard_bounce_threshold,
+                                        "Hard-bounce rate"),
+        "complaint_chart": rate_chart(days, counts, COMPLAINT, workspace.complaint_threshold, "Complaint rate"),
+    }
+
+
+def mailbox_rates(mailbox, now=None):
+    """The mailbox page's charts: the same rates for one mailbox, over its workspace's last ``DAYS`` days."""
+    workspace = mailbox.workspace
+    days = days_ending(workspace, now or timezone.now())
+    return {"days": days, "workspace": workspace,
+            **rate_charts(workspace, days, stats.daily(workspace, days, mailbox=mailbox))}
 
 
 def _admin_url(name, *args):
@@ -197,32 +166,11 @@ def _admin_url(name, *args):
 def compute(request, workspace, now=None):
     """Everything the dashboard shows for one workspace."""
     now = now or timezone.now()
-    days, start, end = _day_range(workspace, now)
-    tz = workspace.tz
-    in_range = {"scheduled_at__gte": start, "scheduled_at__lt": end}
-
-    counts = defaultdict(dict)
-    rows = (Message.objects.filter(workspace=workspace, **in_range)
-            .annotate(day=TruncDate("scheduled_at", tzinfo=tz)).values("day", "status")
-            .annotate(n=Count("id")).order_by())
-    for row in rows:
-        counts[row["day"]][row["status"]] = row["n"]
-    handed_off = {day: sum(counts[day].get(s, 0) for s in HANDED_OFF) for day in days}
-
-    hard, complaints = {}, {}
-    outcome_rows = (Event.objects.filter(workspace=workspace, type__in=("message.bounced", "message.complained"),
-                                         message__scheduled_at__gte=start, message__scheduled_at__lt=end)
-                    .annotate(day=TruncDate("message__scheduled_at", tzinfo=tz)).values("day")
-                    .annotate(hard=Count("message_id", distinct=True,
-                                         filter=Q(type="message.bounced", data__bounce_type="hard")),
-                              complaints=Count("message_id", distinct=True, filter=Q(type="message.complained")))
-                    .order_by())
-    for row in outcome_rows:
-        hard[row["day"]] = row["hard"]
-        complaints[row["day"]] = row["complaints"]
+    days = days_ending(workspace, now)
+    counts = stats.daily(workspace, days)
 
     mailboxes = list(Mailbox.objects.filter(workspace=workspace).exclude(status="retired")
-                     .select_related("warmup_profile", "domain").order_by("address"))
+                     .select_related("warmup_profile").only(*_existing(Mailbox, MAILBOX_FIELDS)).order_by("address"))
     usage = caps.usage_for(mailboxes, now)
     utilisation = []
     for mailbox in mailboxes:
@@ -240,12 +188,13 @@ def compute(request, workspace, now=None):
             elif figures["warmup_day"]:
                 why = f"warm-up day {figures['warmup_day']}"
             utilisation.append({"mailbox": mailbox, "used": used, "cap": cap, "at_cap": at_cap, "why": why,
-                                "percent": min(int(fraction * 100), 100), "url": _admin_url(
-                                    "mailboxes_mailbox_change", mailbox.pk)})
+                                "percent": min(int(fraction * 100), 100)})
     utilisation.sort(key=lambda row: (not row["at_cap"], -row["percent"], row["mailbox"].address))
+    for row in utilisation[:LISTED]:
+        row["url"] = _admin_url("mailboxes_mailbox_change", row["mailbox"].pk)
     active = [m for m in mailboxes if m.status == "active"]
-    paused = [{"mailbox": m, "url": _admin_url("mailboxes_mailbox_change", m.pk)}
-              for m in mailboxes if m.status in ("paused", "error")]
+    paused = [m for m in mailboxes if m.status in ("paused", "error")]
+    paused_rows = [{"mailbox": m, "url": _admin_url("mailboxes_mailbox_change", m.pk)} for m in paused[:LISTED]]
 
     domains = list(SendingDomain.objects.filter(workspace=workspace)
                    .filter(Q(paused=True) | Q(status__in=("fail", "warn"))).order_by("name")[:LISTED * 2 + 1])
@@ -258,9 +207,9 @@ def compute(request, workspace, now=None):
 
     since = now - dt.timedelta(days=WEBHOOK_FAILURE_DAYS)
     webhooks = list(WebhookDelivery.objects.filter(endpoint__workspace=workspace, created_at__gte=since)
-                    .filter(Q(status="failed") | Q(status="pending", attempts__gt=0))
+                    .filter(Q(status="dead") | Q(status="pending", attempts__gt=0))
                     .values("endpoint_id", "endpoint__url", "endpoint__active")
-                    .annotate(failing=Count("id"), failed=Count("id", filter=Q(status="failed")),
+                    .annotate(failing=Count("id"), failed=Count("id", filter=Q(status="dead")),
                               last_attempt=Max("last_attempt_at"))
                     .order_by("-failing")[:LISTED])
     for row in webhooks:
@@ -277,10 +226,7 @@ def compute(request, workspace, now=None):
         "workspace": workspace,
         "days": days,
         "sends": sends_chart(days, counts),
-        "hard_bounce_chart": rate_chart(days, hard, handed_off, workspace.hard_bounce_threshold,
-                                        "Hard-bounce rate"),
-        "complaint_chart": rate_chart(days, complaints, handed_off, workspace.complaint_threshold,
-                                      "Complaint rate"),
+        **rate_charts(workspace, days, counts),
         "health_min_sends": workspace.health_min_sends,
         "utilisation": utilisation[:LISTED],
         "utilisation_more": max(0, len(utilisation) - LISTED),
@@ -289,7 +235,7 @@ def compute(request, workspace, now=None):
         "active_count": len(active),
         "sent_today": sum(usage[m.pk]["today"] for m in active),
         "capacity_today": sum(usage[m.pk]["effective_cap_today"] for m in active),
-        "paused_mailboxes": paused[:LISTED],
+        "paused_mailboxes": paused_rows,
         "paused_mailboxes_more": max(0, len(paused) - LISTED),
         "paused_domains": paused_domains[:LISTED],
         "failing_domains": failing_domains[:LISTED],
@@ -297,6 +243,8 @@ def compute(request, workspace, now=None):
         "can_read_audit": can_audit,
         "audit_events": [{"event": e, "url": _admin_url("audit_auditevent_change", e.pk)} for e in audit_events],
         "onboarding_url": _admin_url("workspaces_workspace_onboarding", workspace.pk),
+        "can_add_mailboxes": can.can_in("identities", workspace.pk),
+        "bulk_add_url": _admin_url("mailboxes_mailbox_bulk_add") + f"?workspace={workspace.pk}",
         "mailboxes_url": _admin_url("mailboxes_mailbox_changelist") + f"?workspace__id__exact={workspace.pk}",
         "paused_mailboxes_url": (_admin_url("mailboxes_mailbox_changelist")
                                  + f"?workspace__id__exact={workspace.pk}&status__exact=paused"),

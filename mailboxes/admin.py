@@ -10,13 +10,64 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from controlplane.admin_base import WorkspaceScopedAdmin, WorkspaceScopedForm, scoped_choices
+from controlplane.admin_base import ReasonForm, WorkspaceScopedAdmin, WorkspaceScopedForm, scoped_choices
 from mailboxes import jobs
 from mailboxes.api.serializers import CHECK_NAMES, HOSTNAME_RE
 from mailboxes.models import Mailbox, Pool, SendingDomain, WarmupProfile
-from mailboxes.services import caps, health, identities
+from mailboxes.services import breakers, caps, health, identities
+from providers import limits
 
 WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat"), (7, "Sun")]
+
+
+# Circuit-breaker overrides (mailboxes, domains, workspaces) -------------------------------------
+
+
+class PostponeForm(ReasonForm):
+    hours = forms.IntegerField(min_value=1, max_value=24 * 90, initial=24,
+                               help_text="Hours added to the automatic resume (counted from now if it was cancelled).")
+
+
+class BreakerOverrideActions:
+    """Actions on a scope a circuit breaker paused: resume now, postpone or cancel the automatic resume.
+
+    Each asks for a reason and writes one audit entry; `breaker_perm` is the permission that may pause and
+    resume the scope (defaults to the admin's `change_perm`)."""
+
+    breaker_perm = None
+    breaker_actions = ["resume_before_cooldown", "postpone_auto_resume", "cancel_auto_resume"]
+    paused_lookup = {"paused": True}
+
+    def has_breaker_permission(self, request, obj=None):
+        return self.allowed(request, self.breaker_perm or self.change_perm, obj)
+
+    def breaker_paused(self, queryset):
+        return queryset.exclude(breaker_rule="").filter(**self.paused_lookup)
+
+    @admin.action(description="Resume now, before the cool-down of an automatic pause ends",
+                  permissions=["breaker"])
+    def resume_before_cooldown(self, request, queryset):
+        return self.act_with_reason(
+            request, self.breaker_paused(queryset), perm=self.breaker_perm or self.change_perm,
+            title="Resume before the cool-down ends", button="Resume now", done="resumed",
+            apply=lambda scope, reason: breakers.resume_now(scope=scope, reason=reason))
+
+    @admin.action(description="Postpone the automatic resume", permissions=["breaker"])
+    def postpone_auto_resume(self, request, queryset):
+        return self.act_with_form(
+            request, self.breaker_paused(queryset), perm=self.breaker_perm or self.change_perm,
+            title="Postpone the automatic resume", button="Postpone", form_class=PostponeForm, done="postponed",
+            apply=lambda scope, data: breakers.postpone_auto_resume(scope=scope, hours=data["hours"],
+                                                                    reason=data["reason"]))
+
+    @admin.action(description="Cancel the automatic resume (stay paused until resumed by hand)",
+                  permissions=["breaker"])
+    def cancel_auto_resume(self, request, queryset):
+        return self.act_with_reason(
+            request, self.breaker_paused(queryset).exclude(resume_at=None),
+            perm=self.breaker_perm or self.change_perm, title="Cancel the automatic resume",
+            button="Cancel the automatic resume", done="kept paused",
+            apply=lambda scope, reason: breakers.cancel_auto_resume(scope=scope, reason=reason))
 
 
 # Sending domains ----------------------------------------------------------------------------
@@ -35,7 +86,7 @@ class SendingDomainForm(WorkspaceScopedForm):
 
 
 @admin.register(SendingDomain)
-class SendingDomainAdmin(WorkspaceScopedAdmin):
+class SendingDomainAdmin(BreakerOverrideActions, WorkspaceScopedAdmin):
     form = SendingDomainForm
     audit_name = "domain"
     readonly_on_change = ("workspace", "name")
@@ -44,14 +95,15 @@ class SendingDomainAdmin(WorkspaceScopedAdmin):
     list_filter = ("status", "paused", "workspace")
     search_fields = ("name",)
     list_select_related = ("workspace",)
-    readonly_fields = ("status", "checked_at", "paused", "paused_reason", "checks_detail", "records_to_publish_table")
-    actions = ["check_dns_now", "pause_domains", "resume_domains"]
+    readonly_fields = ("status", "checked_at", "paused", "paused_reason", "checks_detail", "records_to_publish_table",
+                       "health_warning", "breaker_rule", "resume_at", "health_since")
+    actions = ["check_dns_now", "pause_domains", "resume_domains", *BreakerOverrideActions.breaker_actions]
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["workspace", "name"]
         return ["workspace", "name", "status", "checked_at", "checks_detail", "records_to_publish_table", "paused",
-                "paused_reason"]
+                "paused_reason", "health_warning", "breaker_rule", "resume_at", "health_since"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(mailbox_count=Count("mailboxes"))
@@ -82,9 +134,13 @@ class SendingDomainAdmin(WorkspaceScopedAdmin):
     @admin.display(description="Records to publish")
     def records_to_publish_table(self, obj):
         return format_html(
-            "<table><thead><tr><th>Type</th><th>Name</th><th>Value</th></tr></thead><tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                             ((r["type"], r["name"], r["value"]) for r in obj.records_to_publish())),
+            '<table id="records-to-publish"><thead><tr><th>Type</th><th>Name</th><th>Value</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}{}</td></tr>", (
+                (r["type"], _copyable(r["name"], "name"), _copyable(r["value"], "value"),
+                 _copyable(" ".join(f'"{s}"' for s in r["strings"]), "value as 255-character strings", show=False)
+                 if len(r.get("strings") or []) > 1 else "")
+                for r in obj.records_to_publish())),
         )
 
     @admin.action(description="Check DNS now", permissions=["change"])
@@ -113,6 +169,14 @@ class SendingDomainAdmin(WorkspaceScopedAdmin):
     def resume_domains(self, request, queryset):
         self.act_on_each(request, queryset.filter(paused=True), perm=self.change_perm, done="resumed",
                          apply=lambda domain: identities.set_domain_paused(domain=domain, paused=False))
+
+
+def _copyable(text, what, show=True):
+    """`text` with a button that copies it (controlplane/static/controlplane/copy.js)."""
+    return format_html('<div class="cp-copy-row">{}<button type="button" class="cp-button cp-secondary cp-small" '
+                       'data-copy="{}" title="Copy the {}">{}</button></div>',
+                       format_html("<code>{}</code>", text) if show else "", text, what,
+                       "Copy" if show else f"Copy the {what}")
 
 
 # Warm-up profiles ---------------------------------------------------------------------------
@@ -212,8 +276,8 @@ class MailboxForm(WorkspaceScopedForm):
 
     class Meta:
         model = Mailbox
-        fields = ["workspace", "address", "display_name", "provider", "daily_cap", "weekly_cap",
-                  "min_interval_seconds", "jitter_seconds", "send_window_days", "send_window_start",
+        fields = ["workspace", "address", "display_name", "provider", "daily_cap", "weekly_cap", "hourly_cap",
+                  "per_minute_cap", "min_interval_seconds", "jitter_seconds", "send_window_days", "send_window_start",
                   "send_window_end", "send_window_timezone", "warmup_profile", "warmup_started_on", "priority",
                   "weight", "pools"]
 
@@ -257,21 +321,26 @@ class UsageChangeList(ChangeList):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(WorkspaceScopedAdmin):
+class MailboxAdmin(BreakerOverrideActions, WorkspaceScopedAdmin):
     form = MailboxForm
+    paused_lookup = {"status": "paused"}
     audit_name = "mailbox"
     list_display = ("address", "workspace", "domain", "provider", "status_and_reason", "usage_today",
                     "usage_this_week", "last_used_at")
     list_filter = ("status", "workspace", "domain", "provider")
     search_fields = ("address", "display_name")
     list_select_related = ("workspace", "domain", "provider", "warmup_profile")
-    readonly_fields = ("domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict")
+    readonly_fields = ("domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict",
+                       "breaker_state", "health_charts")
     actions = ["pause_mailboxes", "resume_mailboxes", "change_caps", "assign_warmup_profile", "move_to_pool",
-               "retire_mailboxes"]
+               "retire_mailboxes", *BreakerOverrideActions.breaker_actions]
     fieldsets = (
         ("Can this mailbox send?", {"fields": ("sending_verdict",)}),
+        ("Hard bounces and complaints, last 30 days", {"fields": ("health_charts",)}),
+        ("Circuit breakers", {"fields": ("breaker_state",)}),
         (None, {"fields": ("workspace", "address", "display_name", "domain", "provider", "status", "paused_reason")}),
-        ("Caps and usage", {"fields": ("daily_cap", "weekly_cap", "usage_summary", "warmup_profile",
+        ("Caps and usage", {"fields": ("daily_cap", "weekly_cap", "hourly_cap", "per_minute_cap", "usage_summary",
+                                       "warmup_profile",
                                        "warmup_started_on")}),
         ("Pacing and window", {"fields": ("min_interval_seconds", "jitter_seconds", "send_window_days",
                                           "send_window_start", "send_window_end", "send_window_timezone")}),
@@ -283,7 +352,8 @@ class MailboxAdmin(WorkspaceScopedAdmin):
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
-            hidden = {"domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict"}
+            hidden = {"domain", "status", "paused_reason", "usage_summary", "last_used_at", "sending_verdict",
+                      "breaker_state", "health_charts"}
             return [(name, {**options, "fields": tuple(f for f in options["fields"] if f not in hidden)})
                     for name, options in self.fieldsets if any(f not in hidden for f in options["fields"])]
         if not self.has_change_permission(request, obj):
@@ -414,12 +484,30 @@ class MailboxAdmin(WorkspaceScopedAdmin):
             intro="A retired mailbox is never chosen for a new send and cannot be pinned; its messages, events "
                   "and usage stay as they are; messages already waiting for it stay waiting until you cancel them.")
 
+    def get_urls(self):
+        from django.urls import path
+
+        from controlplane.admin_onboarding import bulk_add_view
+
+        view = self.admin_site.admin_view(lambda request: bulk_add_view(self, request))
+        return [path("bulk-add/", view, name="mailboxes_mailbox_bulk_add"), *super().get_urls()]
+
     def get_object(self, request, object_id, from_field=None):
         queryset = self.get_queryset(request).select_related("workspace", "domain", "provider", "warmup_profile")
         try:
             return queryset.get(pk=object_id)
         except (Mailbox.DoesNotExist, ValueError):
             return None
+
+    @admin.display(description="State")
+    def breaker_state(self, obj):
+        return render_to_string("admin/mailboxes/mailbox/breaker_state.html", {"b": breakers.state_for(obj)})
+
+    @admin.display(description="Rates per day")
+    def health_charts(self, obj):
+        from controlplane.admin_dashboard import mailbox_rates
+
+        return render_to_string("admin/mailboxes/mailbox/health_charts.html", {"rates": mailbox_rates(obj)})
 
     @admin.display(description="Verdict")
     def sending_verdict(self, obj):
@@ -527,6 +615,10 @@ def sending_state(mailbox, now=None):
                        f"“{mailbox.warmup_profile.name}” would allow {allowance})")
     else:
         cap_why = f"the daily cap of {mailbox.daily_cap} (no warm-up profile)"
+    today = caps.local_day(mailbox, now)
+    if reramp_day := breakers.reramp_day(mailbox, today):
+        cap_why += (f"; re-ramp day {reramp_day} of {mailbox.reramp_days} after an automatic pause allows "
+                    f"{breakers.reramp_allowance(mailbox, today)}")
     if usage["remaining_this_week"] < usage["effective_cap_today"] - usage["today"]:
         cap_why += f"; the weekly cap leaves only {usage['remaining_this_week']} this week"
 
@@ -567,4 +659,39 @@ def sending_state(mailbox, now=None):
         "domain_checks": [(name, ((domain.checks or {}).get(name) or {}).get("status", "unchecked"))
                           for name in CHECK_NAMES],
         "last_error": mailbox.last_error,
+        "rate_limits": _rate_limits(mailbox),
+        "provider_warnings": limits.excess(mailbox),
+        **_waiting(mailbox),
     }
+
+
+WAIT_REASONS = {
+    "send_at": "its requested send time", "send_window": "the send window", "pacing": "pacing between sends",
+    "per_minute_cap": "the per-minute cap", "hourly_cap": "the hourly cap",
+}
+
+
+def _rate_limits(mailbox):
+    parts = []
+    if mailbox.hourly_cap is not None:
+        parts.append(f"at most {mailbox.hourly_cap} per clock hour")
+    if mailbox.per_minute_cap:
+        parts.append(f"at most {mailbox.per_minute_cap} hand-offs in any 60 seconds")
+    return "; ".join(parts)
+
+
+def _waiting(mailbox, shown=10):
+    """What the mailbox has waiting, soonest first, each with when it goes and why it waits (two queries)."""
+    from controlplane.models import Message
+
+    waiting = Message.objects.filter(mailbox=mailbox, status__in=["queued", "scheduled", "deferred"])
+    rows = []
+    for message in waiting.order_by("scheduled_at", "id").only("id", "to_address", "status", "scheduled_at",
+                                                                "decision", "provider_response")[:shown]:
+        if message.status == "deferred":
+            why = f"a retry after a provider error ({(message.provider_response or 'no reply')[:120]})"
+        else:
+            why = WAIT_REASONS.get((message.decision or {}).get("wait_reason"), "due now")
+        rows.append({"id": message.id, "to": message.to_address, "status": message.status,
+                     "at": message.scheduled_at, "why": why})
+    return {"waiting": rows, "waiting_total": waiting.count() if len(rows) == shown else len(rows)}

@@ -14,6 +14,7 @@ from rest_framework_api_key.models import APIKey
 from django.db.models import Count, Q
 
 from controlplane.admin_base import NOBODY, SUPERUSERS, WorkspaceScopedAdmin, WorkspaceScopedForm, access, adopt
+from mailboxes.admin import BreakerOverrideActions
 from workspaces import roles, services
 from workspaces.models import Workspace, WorkspaceAPIKey
 
@@ -24,6 +25,22 @@ admin.site.index_title = "Workspaces, sending identities, suppression and audit"
 if admin.site.is_registered(APIKey):
     # The library's own key model is unused: keys here always belong to a workspace.
     admin.site.unregister(APIKey)
+
+
+BREAKER_SETTINGS = (
+    "mailbox_hard_bounce_warn_threshold", "mailbox_complaint_warn_threshold",
+    "domain_hard_bounce_warn_threshold", "domain_hard_bounce_pause_threshold",
+    "domain_complaint_warn_threshold", "domain_complaint_pause_threshold",
+    "workspace_hard_bounce_warn_threshold", "workspace_hard_bounce_pause_threshold",
+    "workspace_complaint_warn_threshold", "workspace_complaint_pause_threshold",
+    "health_scope_window_days", "breaker_cooldown_hours", "reramp_fraction", "reramp_days",
+)
+
+
+class BreakerSettingsForm(forms.ModelForm):
+    class Meta:
+        model = Workspace
+        fields = BREAKER_SETTINGS
 
 
 class WorkspaceForm(WorkspaceScopedForm):
@@ -39,7 +56,7 @@ class WorkspaceForm(WorkspaceScopedForm):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(WorkspaceScopedAdmin):
+class WorkspaceAdmin(BreakerOverrideActions, WorkspaceScopedAdmin):
     form = WorkspaceForm
     change_perm = "change"
     add_perm = SUPERUSERS
@@ -49,13 +66,19 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
     list_display = ("name", "slug", "timezone", "paused", "paused_reason")
     list_filter = ("paused",)
     search_fields = ("name", "slug")
-    readonly_fields = ("id", "created_at", "updated_at")
-    actions = ["pause_workspaces", "resume_workspaces"]
+    readonly_fields = ("id", "created_at", "updated_at", *BREAKER_SETTINGS, "health_warning", "breaker_rule",
+                       "resume_at", "health_since")
+    actions = ["pause_workspaces", "resume_workspaces", "change_breaker_settings",
+               *BreakerOverrideActions.breaker_actions]
+    breaker_perm = "pause"
     fieldsets = (
         (None, {"fields": ("id", "slug", "name", "timezone")}),
         ("Cold mail footer", {"fields": ("sender_identification", "postal_address")}),
         ("Kill switch", {"fields": ("paused", "paused_reason")}),
         ("Mailbox health thresholds", {"fields": ("hard_bounce_threshold", "complaint_threshold", "health_min_sends")}),
+        ("Circuit breakers", {"fields": BREAKER_SETTINGS, "description": "Rates are fractions (0.001 = 0.1 %). "
+                              "Change them with the action “Change circuit-breaker settings” on the list page."}),
+        ("Circuit breaker state", {"fields": ("health_warning", "breaker_rule", "resume_at", "health_since")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -97,6 +120,21 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
     def resume_workspaces(self, request, queryset):
         self.act_on_each(request, queryset.filter(paused=True), perm="pause",
                          apply=lambda ws: services.set_paused(workspace=ws, paused=False), done="resumed")
+
+    @admin.action(description="Change circuit-breaker settings", permissions=["change"])
+    def change_breaker_settings(self, request, queryset):
+        def apply(workspace, data):
+            before = self.audit_snapshot(Workspace.objects.select_for_update().get(pk=workspace.pk))
+            Workspace.objects.filter(pk=workspace.pk).update(**{name: data[name] for name in BREAKER_SETTINGS})
+            self.record_change(workspace, before)
+
+        return self.act_with_form(
+            request, queryset, perm=self.change_perm, title="Change circuit-breaker settings", button="Save settings",
+            form_class=BreakerSettingsForm, apply=apply, done="updated",
+            check=lambda objects: None if len(objects) == 1 else "Select one workspace to change its settings.",
+            form_kwargs=lambda objects: {"instance": objects[0]},
+            intro="Rates are fractions of the sends judged (0.001 = 0.1 %); a rate above a threshold warns or "
+                  "pauses. See docs/circuit-breakers.md for the defaults and where they come from.")
 
     # Members & roles -------------------------------------------------------------------------
 
@@ -212,7 +250,9 @@ def onboarding_steps(request, workspace):
          "detail": f"{mailboxes['total']} active mailbox{'es' if mailboxes['total'] != 1 else ''}.",
          "url": _link("mailboxes_mailbox_add") if manage and not mailboxes["total"]
          else _link("mailboxes_mailbox_changelist", in_ws),
-         "action": "Add a mailbox" if not mailboxes["total"] else "See mailboxes"},
+         "action": "Add a mailbox" if not mailboxes["total"] else "See mailboxes",
+         "more": [{"url": _link("mailboxes_mailbox_bulk_add", f"?workspace={workspace.pk}"),
+                   "action": "Add mailboxes in bulk (CSV)"}] if manage else []},
         {"key": "warmup", "title": "Assign warm-up profiles",
          "done": mailboxes["total"] > 0 and mailboxes["unramped"] == 0,
          "detail": f"{mailboxes['unramped']} active mailbox{'es' if mailboxes['unramped'] != 1 else ''} without "

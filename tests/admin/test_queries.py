@@ -105,3 +105,45 @@ def test_mailbox_changelist_shows_each_rows_usage_and_cap(login, workspace):
     assert "0 / 30" in page
     assert "1 / 10" in page
     assert "2 / 30" in page
+
+
+def page_queries(client, path):
+    client.get(path)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    assert response.status_code == 200, path
+    return len(captured)
+
+
+def sends(mailbox, count, *, bounced=0):
+    from controlplane import events
+    from controlplane.models import Message
+
+    now = timezone.now()
+    made = [Message.objects.create(workspace=mailbox.workspace, mailbox=mailbox, to_address=f"p{n}@prospect.com",
+                                   subject="Hi", text="Hi", status="sent", scheduled_at=now, sent_at=now)
+            for n in range(count)]
+    for message in made[:bounced]:
+        events.emit(workspace=mailbox.workspace, type="message.bounced", message=message,
+                    data={"bounce_type": "hard"})
+
+
+@pytest.mark.parametrize("who", ["operator", "superuser"])
+def test_the_mailbox_page_and_the_setup_checklist_cost_the_same_with_2_or_20_of_everything(login, workspace, who):
+    from tests.admin.conftest import change_url, url
+
+    client = login(who)
+    rows = Rows(workspace)
+    rows.mailboxes(2)
+    mailbox = Mailbox.objects.filter(workspace=workspace).order_by("address").first()
+    sends(mailbox, 2)
+    pages = [change_url(mailbox), url("workspaces_workspace_onboarding", workspace.pk), url("index")]
+    few = [page_queries(client, page) for page in pages]
+
+    rows.mailboxes(18)
+    rows.domains(18)
+    sends(mailbox, 18, bounced=1)
+    many = [page_queries(client, page) for page in pages]
+
+    assert Mailbox.objects.filter(workspace=workspace).count() == 20
+    assert few == many

@@ -64,6 +64,9 @@ class Page:
         self.console_errors, self.page_errors, self.failed_responses = [], [], []
         tab.on("console", lambda msg: msg.type == "error" and self.console_errors.append(
             f"{msg.text} ({msg.location.get('url', '')})"))
+        # Content-Security-Policy violations, as the page itself reports them.
+        tab.add_init_script("document.addEventListener('securitypolicyviolation', e => (window.__cspViolations ="
+                            " window.__cspViolations || []).push(e.violatedDirective + ' ' + e.blockedURI))")
         tab.on("pageerror", lambda error: self.page_errors.append(str(error)))
         tab.on("response", lambda r: r.status >= 400 and self.failed_responses.append(f"{r.status} {r.url}"))
 
@@ -78,12 +81,16 @@ class Page:
         self.tab.fill("#id_username", username)
         self.tab.fill("#id_password", password)
         with self.tab.expect_navigation():
-            self.tab.click("input[type=submit]")
+            self.tab.click("#login-form [type=submit], form [type=submit]")
         assert "/login/" not in self.tab.url, self.tab.inner_text("#content")
 
     @property
     def path(self):
         return self.tab.url.removeprefix(self.base_url)
+
+    def csp_violations(self):
+        """The policy violations the open page has reported so far."""
+        return self.tab.evaluate("window.__cspViolations || []")
 
     def problems(self):
         return self.console_errors + self.page_errors + self.failed_responses

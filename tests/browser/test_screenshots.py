@@ -128,19 +128,26 @@ def seed(workspace, now):
                                               secret={"key": "whsec_x"})
     event = Event.objects.filter(workspace=workspace, type="message.bounced").first()
     for attempt in range(3):
-        WebhookDelivery.objects.create(endpoint=endpoint, event=event, status="failed", attempts=8,
+        WebhookDelivery.objects.create(endpoint=endpoint, event=event, status="dead", attempts=8,
                                        response_status=502, error="HTTP 502 Bad Gateway",
                                        last_attempt_at=now - dt.timedelta(hours=attempt))
     return {"mailboxes": mailboxes, "messages": [m for m, _, _ in made]}
 
 
-def shoot(page, path, name, down_to=None):
-    """The page at 1400 px wide, whole or down to the bottom of the element `down_to`."""
+def shoot(page, path, name, down_to=None, max_height=None):
+    """The page at 1400 px wide, whole or down to the bottom of the element `down_to`, at most `max_height` high."""
     page.open(path)
+    # A window as tall as the page, so that the theme's sticky bars sit where they end, not mid-picture.
+    height = page.tab.evaluate("document.documentElement.scrollHeight")
+    page.tab.set_viewport_size({"width": 1400, "height": min(height, 6000)})
+    page.tab.wait_for_load_state("networkidle")
     target = OUT / f"{name}.png"
-    if down_to:
-        box = page.tab.locator(down_to).bounding_box()
-        clip = {"x": 0, "y": 0, "width": 1400, "height": box["y"] + box["height"] + 16}
+    if down_to or max_height:
+        bottom = height
+        if down_to:
+            box = page.tab.locator(down_to).bounding_box()
+            bottom = box["y"] + box["height"] + 16
+        clip = {"x": 0, "y": 0, "width": 1400, "height": min(bottom, max_height or bottom)}
         page.tab.screenshot(path=str(target), full_page=True, clip=clip)
     else:
         page.tab.screenshot(path=str(target), full_page=True)
@@ -157,10 +164,10 @@ def test_screenshots_of_the_key_pages(page, workspace, make_user):
 
     page.log_in("morgan")
     shots = [
-        shoot(page, "/", "dashboard", down_to="#dashboard"),
-        shoot(page, f"/mailboxes/mailbox/{mailbox.pk}/change/", "mailbox"),
+        shoot(page, "/", "dashboard", down_to="#dash-paused"),
+        shoot(page, f"/mailboxes/mailbox/{mailbox.pk}/change/", "mailbox", max_height=1900),
         shoot(page, f"/controlplane/message/{bounced.pk}/change/", "message-evidence"),
-        shoot(page, "/compliance/", "compliance"),
+        shoot(page, "/compliance/", "compliance", max_height=1200),
     ]
 
     for shot in shots:
