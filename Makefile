@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test bench stress install install-dev clean
+.PHONY: up test bench stress scaleout install install-dev clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(VENV)/.installed-dev
 
 stress: $(VENV)/.installed-dev
 	FLOOD_PER_THREAD=500 $(PY) scripts/servers.py -- $(PY) -m pytest -n0 tests/dispatch/test_concurrency.py $(PYTEST_ARGS)
+
+scaleout: $(VENV)/.installed-dev
+	$(PY) scripts/servers.py -- $(PY) -m pytest -n0 -m scaleout tests/scaleout $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -73,11 +73,7 @@ def check_pauses(*, workspace, mailbox=None):
 def check_suppression(*, workspace, address):
     if not suppression.is_suppressed(workspace, address):  # the one index probe on the hot path
         return
-    entry = suppression.find(workspace, address)
-    if entry is not None:
-        where = "agency-wide suppression list" if entry.scope == "global" else "suppression list"
-        raise PolicyRejection("suppressed", f"{address} is on the {where} ({entry.reason}).",
-                              reason=entry.reason, scope=entry.scope, suppression=entry.pk)
+    raise suppressed_rejection(workspace, address)
 
 
 def _no_capacity(mailbox, exc: caps.NoCapacity):
@@ -182,8 +178,11 @@ def _lock_pinned(workspace, addresses) -> dict:
 def suppressed_rejection(workspace, address):
     """The 422 `suppressed` for an address found on the list, naming the entry's reason."""
     entry = suppression.find(workspace, address)
-    return PolicyRejection("suppressed", f"{address} is on the suppression list ({entry.reason if entry else 'suppressed'}).",
-                           reason=entry.reason if entry else "")
+    if entry is None:  # removed since the probe
+        return PolicyRejection("suppressed", f"{address} is on the suppression list.", reason="")
+    where = "agency-wide suppression list" if entry.scope == "global" else "suppression list"
+    return PolicyRejection("suppressed", f"{address} is on the {where} ({entry.reason}).", reason=entry.reason,
+                           scope=entry.scope, suppression=entry.pk)
 
 
 def _decide_pinned(workspace, request, mailbox, earliest, ledger, blocked):

@@ -30,7 +30,8 @@ def suppression_state(workspace, address):
         return None
     return {"id": entry.pk, "matched": entry.value or "(erased)", "scope": "domain" if entry.is_domain else "address",
             "reason": entry.reason, "source": entry.source, "note": entry.note, "created_by": entry.created_by,
-            "created_at": _iso(entry.created_at)}
+            "created_at": _iso(entry.created_at), "evidence": entry.evidence or None,
+            "entry": suppression.describe(entry)}
 
 
 def messages_to(workspace, address):
@@ -85,7 +86,7 @@ def erase(*, workspace, address) -> dict:
         previously_seen = False
     else:
         previously_seen = True
-    Suppression.objects.filter(pk=entry.pk).update(value="", note="")
+    Suppression.objects.filter(pk=entry.pk).update(value="", note="", evidence={})
     Event.objects.filter(workspace=workspace, type="suppression.created", data__suppression=entry.pk).update(
         data={"suppression": entry.pk, "erased": True})
     replies = (IdempotencyRecord.objects.filter(workspace=workspace)

@@ -1,6 +1,7 @@
 """Settings come only from the environment (django-environ); see README and .env.example."""
 
 import base64
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -76,10 +77,12 @@ if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # How long a worker owns a message it is handing off before the reconciler may take it back.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=300)
+DISPATCH_BATCH_SIZE = env.int("DISPATCH_BATCH_SIZE", default=50)
 # Waits between attempts after a transient provider error; after the last, fail over or fail.
 DISPATCH_RETRY_DELAYS = [int(x) for x in env.list("DISPATCH_RETRY_DELAYS", default=["30", "120", "600", "1800", "3600"])]
 
 INSTALLED_APPS = [
+    "unfold",  # the admin theme; before django.contrib.admin so its templates win
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -93,12 +96,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "django_rq",
+    "axes",
     "controlplane",
     "workspaces",
     "audit",
     "providers",
     "mailboxes",
     "suppression",
+    "controlplane.stats",
 ]
 
 MIDDLEWARE = [
@@ -110,7 +115,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "controlplane.security.ContentSecurityPolicyMiddleware",
     "audit.context.AuditContextMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "controlplane.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -148,8 +156,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 RQ_QUEUE_NAMES = ["dispatch", "default", "dns", "webhooks"]
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300} for name in RQ_QUEUE_NAMES}
+# Jobs run in the worker process (no fork per job): see controlplane/worker.py.
+RQ = {"WORKER_CLASS": "controlplane.worker.Worker"}
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out sign-ins
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -216,3 +227,26 @@ LOGGING = {
 }
 
 LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"  # the admin theme's login form posts no `next`
+
+# Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT failed admin sign-ins for one username from one
+# address, that pair is locked out for LOGIN_COOLOFF_MINUTES; a success resets the count.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "controlplane.middleware.login_locked_out"
+AXES_ENABLE_ADMIN = False
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+
+# The admin theme (django-unfold): its names and sidebar (controlplane/admin_theme.py).
+UNFOLD = {
+    "SITE_TITLE": "Outbound control plane",
+    "SITE_HEADER": "Outbound control plane",
+    "SITE_SYMBOL": "forward_to_inbox",
+    "SHOW_HISTORY": True,
+    "SHOW_VIEW_ON_SITE": False,
+    "SIDEBAR": {"show_search": True, "show_all_applications": True,
+                "navigation": "controlplane.admin_theme.sidebar"},
+}

@@ -20,4 +20,4 @@ urlpatterns = [
 ]
 
 handler404 = "controlplane.api.errors.handler404"
-handler500 = "controlplane.api.errors.handler500"
+handler500 = "controlplane.middleware.server_error"  # a database outage is a 503, else errors.handler500

@@ -1,7 +1,7 @@
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html, format_html_join
 
@@ -117,6 +117,24 @@ class ProviderConnectionAdmin(WorkspaceScopedAdmin):
             "</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", _spec_rows()),
         )
+
+    actions = ["sync_suppressions_now"]
+
+    def has_suppressions_permission(self, request, obj=None):
+        return self.allowed(request, "suppressions", obj)
+
+    @admin.action(description="Sync suppressions now", permissions=["suppressions"])
+    def sync_suppressions_now(self, request, queryset):
+        from providers import suppression_sync
+
+        kept = queryset.filter(kind__in=suppression_sync.SYNC_KINDS)
+        skipped = queryset.count() - kept.count()
+        if skipped:
+            self.message_user(request, f"Skipped {skipped}: only SES, Postmark and SendGrid connections keep a "
+                                       "suppression list.", messages.WARNING)
+        if kept.exists():
+            self.act_on_each(request, kept, perm="suppressions", apply=suppression_sync.request_sync,
+                             done="queued a suppression sync of")
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -62,6 +62,11 @@ def _csv(data):
         for event in message["events"] or [None]:
             tail = [event["type"], event["occurred_at"], json.dumps(event["data"], sort_keys=True)] if event else ["", "", ""]
             writer.writerow([escape_cell(v) for v in base + tail])
+    entry = (data["suppression"] or {}).get("entry")
+    if entry:  # why the address is suppressed, with the unsubscribe's evidence
+        writer.writerow([escape_cell(v) for v in ["", "suppressed", "", "", "", entry["created_at"], "",
+                                                  "suppression", entry["created_at"],
+                                                  json.dumps(entry, sort_keys=True)]])
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="recipient.csv"'
     return response

@@ -69,13 +69,15 @@ class SuppressionViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.R
         if not address:
             raise ValidationError({"address": ["This query parameter is required."]})
         try:
-            entry = services.find(self.workspace, address)
+            found = services.matches(self.workspace, address)
         except services.InvalidValue as exc:
             raise ValidationError({"address": [str(exc)]})
-        if entry is None:
+        if not found:
             return Response({"suppressed": False})
+        entry = found[0]
         return Response({"suppressed": True, "matched": entry.value or "(erased)", "reason": entry.reason,
-                         "created_at": SuppressionSerializer(entry).data["created_at"]})
+                         "created_at": SuppressionSerializer(entry).data["created_at"],
+                         "entry": services.describe(entry), "matches": [services.describe(e) for e in found]})
 
     def perform_destroy(self, instance):
         services.remove(entry=instance)

@@ -85,3 +85,75 @@ def test_export_rejects_bad_ranges_filters_and_formats(make_api, workspace):
 
 def test_empty_workspace_verifies(other_workspace, tmp_path):
     call_command("verifyaudit", "--workspace", other_workspace.slug, stdout=open(tmp_path / "out", "w"))
+
+
+AWKWARD_TEXTS = [
+    "plain", "comma, inside", 'a "quoted" word', "two\nlines", "carriage\rreturn", "\ttab first", "\rreturn first",
+    "=SUM(A1:A9)", "+33 1 23 45", "-1", "@mention", "ünïcødé – “curly” ✉", "back\\slash \\n not a newline",
+    "controls \x01\x02\x08\x0b\x0c\x1b\x1f\x7f", "line separator \u2028 and \u2029", "", 'mixed ,"\n\r\t\\ end',
+    "\x01\x03 looks like a stand-in \x01\x02\r", "\r",
+]
+AWKWARD_JSON = [None, {"daily_cap": -5}, -5, "=text", [1, 2.5, True, None, "two\nlines"], {"ü": {"nested": "\"q\""}},
+                {"a": "\\", "b": "\t"}, 0]
+
+
+def awkward_chain(workspace):
+    """Events whose every column holds what CSV and JSON writers trip over, in two chains (one without a workspace)."""
+    start = dt.datetime(2026, 3, 29, 0, 59, 59, tzinfo=dt.timezone.utc)
+    micro = [0, 1, 500_000, 999_999, 2640]
+    ips = [None, "127.0.0.1", "::1", "2001:db8::7", "203.0.113.9"]
+    for owner in (workspace, None):
+        key = audit.chain_key(owner)
+        head, _ = AuditChain.objects.get_or_create(key=key, defaults={"workspace": owner})
+        prev, seq = head.last_hash or audit.GENESIS, head.last_seq
+        for n, text in enumerate(AWKWARD_TEXTS):
+            seq += 1
+            event = AuditEvent(
+                workspace=owner, chain=key, seq=seq,
+                occurred_at=start + dt.timedelta(seconds=n, microseconds=micro[n % 5]),
+                actor_type="user", actor_id=text[:150], actor_label=text, action=text or "noted", object_type=text,
+                object_id=text, object_repr=text, before=AWKWARD_JSON[n % len(AWKWARD_JSON)],
+                after=AWKWARD_JSON[(n + 3) % len(AWKWARD_JSON)], request_id=text[:64], ip=ips[n % 5], prev_hash=prev)
+            event.hash = audit.compute_hash(event)
+            prev = event.hash
+            event.save(force_insert=True)
+        AuditChain.objects.filter(pk=head.pk).update(last_seq=seq, last_hash=prev)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_database_formatted_export_is_byte_for_byte_the_row_by_row_one(workspace, fmt):
+    """PostgreSQL writes the lines (COPY) where other databases format them in Python: the same bytes,
+    whatever the values hold, so digests and manifests do not depend on the database."""
+    from audit import export
+
+    awkward_chain(workspace)
+    for filters in ({"workspace": workspace}, {}, {"workspace": workspace, "action": "-1"}):
+        queryset, _ = export.bounded_queryset(**filters)
+        reference = b"".join(export._python_chunks(queryset, fmt, 3))
+        assert b"".join(export._copy_chunks(queryset, fmt)) == reference
+        assert b"".join(export._copy_chunks(queryset, fmt, chunk_bytes=64)) == reference  # many small chunks
+    queryset, _ = export.bounded_queryset()
+    body = b"".join(export.iter_chunks(queryset, fmt)).decode()
+    if fmt == "csv":
+        # csv.writer leaves a lone carriage return unquoted, so the file is checked as text, not re-read.
+        for cell in ('"comma, inside"', '"two\nlines"', '"a ""quoted"" word"', ",'=SUM(A1:A9),", ",'@mention,",
+                     ",'-1,", ",::1,", ",2001:db8::7,", ',"{""daily_cap"": -5}",', ",'-5,"):
+            assert cell in body, cell
+        rows = [line for line in body.split("\n") if line.startswith("aud_")]
+    else:
+        rows = [json.loads(line) for line in body.split("\n")[:-1]]  # not splitlines(): U+2028 stays raw
+        assert [row["object_repr"] for row in rows if row["workspace"] is None] == AWKWARD_TEXTS
+        stored = {event.id: event for event in AuditEvent.objects.all()}
+        for row in rows:
+            event = stored[row["id"]]
+            assert (row["before"], row["after"], row["seq"]) == (event.before, event.after, event.seq)
+            assert row["occurred_at"] == event.occurred_at.isoformat()
+    assert len(rows) == AuditEvent.objects.count()
+
+
+def test_an_empty_export_is_a_header_or_nothing(other_workspace):
+    from audit import export
+
+    queryset, _ = export.bounded_queryset(workspace=other_workspace, action="nothing.like.this")
+    assert b"".join(export.iter_chunks(queryset, "csv")) == (",".join(export.CSV_COLUMNS) + "\n").encode()
+    assert b"".join(export.iter_chunks(queryset, "jsonl")) == b""

@@ -38,7 +38,7 @@ class HttpFake:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_POST = do_GET = do_PUT = _handle
+            do_POST = do_GET = do_PUT = do_DELETE = _handle
 
             def log_message(self, *args):
                 pass

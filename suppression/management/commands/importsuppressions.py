@@ -16,15 +16,24 @@ class Command(AuditedCommand):
             "or one address or @domain per line. The whole file applies or nothing does.")
 
     def add_arguments(self, parser):
-        parser.add_argument("slug", help="The workspace's slug.")
-        parser.add_argument("file", help="Path to the file, or - for standard input.")
+        parser.add_argument("slug", help="The workspace's slug (with --global: the file).")
+        parser.add_argument("file", nargs="?", help="Path to the file, or - for standard input.")
+        parser.add_argument("--global", dest="agency_wide", action="store_true",
+                            help="Import into the agency-wide list, which applies in every workspace: "
+                                 "importsuppressions --global FILE.")
         parser.add_argument("--reason", default="import", choices=sorted(services.REASONS),
                             help="Reason recorded on every new entry (default: import).")
         parser.add_argument("--note", default="", help="A note recorded on every new entry.")
 
     def handle(self, *args, **options):
-        workspace = get_workspace(options["slug"])
-        path = options["file"]
+        if options["agency_wide"]:
+            if options["file"] is not None:
+                raise CommandError("With --global give only the file: importsuppressions --global FILE.")
+            workspace, path = None, options["slug"]
+        else:
+            if options["file"] is None:
+                raise CommandError("Give the workspace's slug and the file (or --global FILE).")
+            workspace, path = get_workspace(options["slug"]), options["file"]
         source = "import:" + ("stdin" if path == "-" else os.path.basename(path))
         with self.open(path) as (lines, total), \
                 self.progress(total=total, desc="Importing", unit="line", options=options) as bar:
