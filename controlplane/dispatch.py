@@ -141,8 +141,9 @@ def _hold_for_minute_cap(mailbox, now):
         .order_by("-sent_at").values_list("sent_at", flat=True)[:cap])
     when = latest[cap - 1] + dt.timedelta(seconds=60, milliseconds=1) if len(latest) >= cap \
         else now + dt.timedelta(seconds=1)
-    held = list(Message.objects.filter(mailbox_id=mailbox.pk, status__in=WAITING, scheduled_at__lte=now)
-                .select_related("workspace"))
+    # SKIP LOCKED: a message a cancel holds is left to it (and a cancel never waits on this in a circle).
+    held = list(Message.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(mailbox_id=mailbox.pk, status__in=WAITING, scheduled_at__lte=now).select_related("workspace"))
     if not held:
         return
     Message.objects.filter(pk__in=[m.pk for m in held]).update(status="scheduled", scheduled_at=when, updated_at=now)
@@ -150,8 +151,15 @@ def _hold_for_minute_cap(mailbox, now):
         message.scheduled_at = when
     events.emit_many(workspace=held[0].workspace, items=[
         ("message.scheduled", m, {"scheduled_at": when.isoformat(), "reason": "per_minute_cap"}) for m in held])
-    transaction.on_commit(lambda: queue("dispatch").enqueue_at(when, dispatch_mailbox, mailbox.pk,
-                                                                job_id=mailbox_job_id(mailbox.pk), result_ttl=0))
+    transaction.on_commit(lambda: _enqueue_later(mailbox.pk, when))
+
+
+def _enqueue_later(mailbox_id, when):
+    try:
+        queue("dispatch").enqueue_at(when, dispatch_mailbox, mailbox_id, job_id=mailbox_job_id(mailbox_id),
+                                     result_ttl=0)
+    except Exception:  # noqa: BLE001 - Redis down: the messages wait in the database for `reconcile`
+        logger.warning("Could not queue the next hand-off of %s; the reconciler will.", mailbox_id, exc_info=True)
 
 
 def dispatch_message(message_id: str):

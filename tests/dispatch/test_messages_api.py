@@ -115,7 +115,7 @@ def test_redis_flush_loses_nothing(api, sending_setup, smtp_sink, run_workers, r
 
     ids = [api.post("/api/v1/messages", {**BODY, "to": f"r{n}@example.com"}, format="json").json()["id"]
            for n in range(5)]
-    redis_conn.flushall()
+    redis_conn.flushdb()  # this test worker's database only: others run beside it
     run_workers()
     assert smtp_sink.messages == []
     assert dispatch.reconcile()["enqueued"] == 5
@@ -131,7 +131,7 @@ def test_expired_lease_is_released_and_sent_once(api, sending_setup, smtp_sink, 
     from controlplane import dispatch
 
     body = api.post("/api/v1/messages", BODY, format="json").json()
-    redis_conn.flushall()
+    redis_conn.flushdb()  # this test worker's database only: others run beside it
     # A worker claimed the message and died before handing it off.
     Message.objects.filter(pk=body["id"]).update(status="sending", attempts=1,
                                                  lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
