@@ -82,6 +82,8 @@ def _no_capacity(mailbox, exc: caps.NoCapacity):
         "weekly_cap": f"{mailbox.address} has reached this week's cap",
         "outside_send_window": f"{mailbox.address} cannot send again today (outside its send window)",
         "pacing": f"{mailbox.address} has no paced slot left in today's window",
+        "per_minute_cap": f"{mailbox.address} has no slot left in today's window at its per-minute cap",
+        "hourly_cap": f"{mailbox.address} has no hour left in today's window under its hourly cap",
     }
     return PolicyRejection("cap_exhausted", messages[exc.reason] + ".", next_available_at=_iso(exc.next_available_at),
                            limit=exc.reason)

@@ -127,3 +127,21 @@ def test_provider_presets_propose_and_bound_caps(api, workspace, sending_setup):
     assert over["provider_limits"]["warnings"] == [
         "The per-minute cap of 60 is above the provider's limit of 30 (Exchange Online limits: 30 messages per "
         "minute, 10,000 recipients per day)."]
+
+
+def test_a_pinned_send_refused_by_its_hourly_cap_names_that_limit(api, sending_setup):
+    """The last hour of the window is full: nothing is left today, and the 422 says which limit bound it."""
+    import datetime as dt_module
+
+    mailbox = sending_setup["mailboxes"][0]
+    now = timezone.now()
+    mailbox.hourly_cap = 1
+    mailbox.send_window_start = dt_module.time(0, 0)
+    if now.hour == 23:
+        pytest.skip("the window cannot end at the next hour on the same day this close to midnight")
+    mailbox.send_window_end = dt_module.time(now.hour + 1, 0)  # the window ends when the current hour does
+    mailbox.save()
+    assert _send(api, mailbox, 0).json()["status"] == "queued"
+    error = assert_error(_send(api, mailbox, 1), 422, "cap_exhausted")
+    assert error["limit"] == "hourly_cap"
+    assert "hourly cap" in error["message"]
