@@ -100,10 +100,11 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
         free = sorted(set(mailbox_ids) - {m.pk for m in capped})
         if free:
             claimed += _claim_rows(free, limit, now)
-        for mailbox in capped:
-            allowance = min(limit, _minute_allowance(mailbox, now))
+        for mailbox in capped:  # no more than per_minute_cap hand-offs in any 60 seconds
+            latest = _minute(mailbox, now)
+            allowance = min(limit, mailbox.per_minute_cap - len(latest))
             if allowance <= 0:
-                _hold_for_minute_cap(mailbox, now)
+                _hold_for_minute_cap(mailbox, latest, now)
             else:
                 claimed += _claim_rows([mailbox.pk], allowance, now)
     return claimed
@@ -124,23 +125,19 @@ def _claim_rows(mailbox_ids, limit, now) -> list:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _minute_allowance(mailbox, now) -> int:
-    """Hand-offs the mailbox may start now without more than `per_minute_cap` in any 60 seconds:
-    those in flight and those handed off in the last minute count."""
-    recent = Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60)).count()
-    in_flight = Message.objects.filter(mailbox_id=mailbox.pk, status="sending").count()
-    return mailbox.per_minute_cap - recent - in_flight
-
-
-def _hold_for_minute_cap(mailbox, now):
-    """The minute is full: due messages wait, with that reason, until the oldest hand-off in it is 60 s old."""
+def _minute(mailbox, now) -> list:
+    """Start times of the mailbox's hand-offs in the last 60 seconds, newest first, at most
+    `per_minute_cap` of them; one still in flight counts as handed off now."""
     cap = mailbox.per_minute_cap
     in_flight = Message.objects.filter(mailbox_id=mailbox.pk, status="sending").count()
-    latest = [now] * in_flight + list(  # newest first; one in flight is handed off about now
-        Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60))
-        .order_by("-sent_at").values_list("sent_at", flat=True)[:cap])
-    when = latest[cap - 1] + dt.timedelta(seconds=60, milliseconds=1) if len(latest) >= cap \
-        else now + dt.timedelta(seconds=1)
+    recent = (Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60))
+              .order_by("-sent_at").values_list("sent_at", flat=True)[:cap])
+    return ([now] * in_flight + list(recent))[:cap]
+
+
+def _hold_for_minute_cap(mailbox, latest, now):
+    """The minute is full: due messages wait, with that reason, until the oldest hand-off in it is 60 s old."""
+    when = latest[-1] + dt.timedelta(seconds=60, milliseconds=1) if latest else now + dt.timedelta(seconds=1)
     # SKIP LOCKED: a message a cancel holds is left to it (and a cancel never waits on this in a circle).
     held = list(Message.objects.select_for_update(skip_locked=True, of=("self",))
                 .filter(mailbox_id=mailbox.pk, status__in=WAITING, scheduled_at__lte=now).select_related("workspace"))
@@ -197,12 +194,12 @@ def _hand_off(ids):
     by_mailbox = {}
     for message in messages:
         by_mailbox.setdefault(message.mailbox_id, []).append(message)
-    blocked, plain = {}, {}
+    by_workspace = {}
     for message in messages:
-        if message.workspace_id not in blocked:
-            batch = [m.to_address for m in messages if m.workspace_id == message.workspace_id]
-            blocked[message.workspace_id] = suppression.suppressed_many(message.workspace, batch)
-            plain[message.workspace_id] = _plain_events(message.workspace_id)
+        by_workspace.setdefault(message.workspace_id, []).append(message)
+    blocked = {ws: suppression.suppressed_many(group[0].workspace, [m.to_address for m in group])
+               for ws, group in by_workspace.items()}
+    plain = {ws: _plain_events(ws) for ws in by_workspace}
     keys = dkim.active_keys({m.mailbox.domain_id for m in messages})
     outcomes, sent_from = [], set()
     for group in by_mailbox.values():

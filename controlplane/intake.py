@@ -71,7 +71,7 @@ def submit_many(*, workspace, items, serialize, now=None, enqueue_later=None) ->
             placed = [(i, d) for i, d in zip(pending, decisions) if d is not None]
             lost = [i for i, d in zip(pending, decisions) if d is None]
             _release_keys(workspace, [items[i][1] for i in lost])
-            accepted = _write(workspace, placed, items, requests, digests, serialize, results, now)
+            accepted = _write(workspace, placed, items, requests, serialize, results, now)
             if accepted:
                 if enqueue_later is None:
                     transaction.on_commit(lambda a=accepted: _enqueue(a))
@@ -83,7 +83,7 @@ def submit_many(*, workspace, items, serialize, now=None, enqueue_later=None) ->
                                     "retry.", next_available_at=None)
         with transaction.atomic():
             pending = _claim_keys(workspace, items, digests, pending, results)
-            _write(workspace, [(i, rejection) for i in pending], items, requests, digests, serialize, results, now)
+            _write(workspace, [(i, rejection) for i in pending], items, requests, serialize, results, now)
     return results
 
 
@@ -136,7 +136,7 @@ def _release_keys(workspace, keys):
         IdempotencyRecord.objects.filter(workspace=workspace, key__in=keys, response_status__isnull=True).delete()
 
 
-def _write(workspace, placed, items, requests, digests, serialize, results, now=None) -> list:
+def _write(workspace, placed, items, requests, serialize, results, now=None) -> list:
     """Messages, events, idempotency answers and audit entries for decided sends, in a few statements."""
     now = now or timezone.now()
     messages, audit_entries, answers = [], [], {}

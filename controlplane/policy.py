@@ -70,12 +70,6 @@ def check_pauses(*, workspace, mailbox=None):
                                   + (f": {mailbox.paused_reason}." if mailbox.paused_reason else "."))
 
 
-def check_suppression(*, workspace, address):
-    if not suppression.is_suppressed(workspace, address):  # the one index probe on the hot path
-        return
-    raise suppressed_rejection(workspace, address)
-
-
 def _no_capacity(mailbox, exc: caps.NoCapacity):
     messages = {
         "daily_cap": f"{mailbox.address} has reached today's cap",
@@ -101,10 +95,6 @@ def sticky_mailbox_ids(workspace, thread_keys) -> dict:
     for key, mailbox_id in rows:
         found.setdefault(key, mailbox_id)
     return found
-
-
-def sticky_mailbox_id(workspace, thread_key):
-    return sticky_mailbox_ids(workspace, [thread_key]).get(thread_key)
 
 
 def decide(*, workspace, request: SendRequest, now=None, exclude=()) -> Decision:
@@ -234,13 +224,3 @@ def _wait_reason(request, reservation, earliest):
     if request.send_at and reservation.moment == earliest:
         return "send_at"
     return ""
-
-
-def recheck_before_handoff(message: Message):
-    """What stops a waiting message right before hand-off: (code, message) or None."""
-    try:
-        check_pauses(workspace=message.workspace, mailbox=message.mailbox)
-        check_suppression(workspace=message.workspace, address=message.to_address)
-    except PolicyRejection as rejection:
-        return rejection
-    return None

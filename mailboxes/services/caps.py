@@ -42,6 +42,33 @@ def effective_cap_today(mailbox: Mailbox, today: dt.date) -> int:
     return cap if reramp is None else min(cap, reramp)
 
 
+def _daily_counts(mailbox_ids, first: dt.date, last: dt.date) -> defaultdict:
+    """{mailbox id: {local day: count}} between `first` and `last`, in one query."""
+    counts = defaultdict(dict)
+    rows = MailboxDailyUsage.objects.filter(mailbox_id__in=list(mailbox_ids), day__gte=first, day__lte=last)
+    for mailbox_id, day, count in rows.values_list("mailbox_id", "day", "count"):
+        counts[mailbox_id][day] = count
+    return counts
+
+
+def _usage_on(mailbox: Mailbox, day: dt.date, counts: dict) -> dict:
+    """The usage dict of `mailbox` on local `day`, from its {day: count} (its ISO week's days at least)."""
+    monday = week_start(day)
+    used_today = counts.get(day, 0)
+    used_week = sum(c for d, c in counts.items() if monday <= d <= day)
+    cap_today = effective_cap_today(mailbox, day)
+    remaining_week = max(0, mailbox.weekly_cap - used_week)
+    return {
+        "today": used_today,
+        "this_week": used_week,
+        "effective_cap_today": cap_today,
+        "remaining_today": max(0, min(cap_today - used_today, remaining_week)),
+        "remaining_this_week": remaining_week,
+        "warmup_day": warmup_day(mailbox, day),
+        "local_day": day.isoformat(),
+    }
+
+
 def usage_for(mailboxes, now: dt.datetime | None = None) -> dict:
     """{mailbox.pk: usage dict} for many mailboxes in one query (warm-up profiles must be selected)."""
     now = now or timezone.now()
@@ -49,32 +76,8 @@ def usage_for(mailboxes, now: dt.datetime | None = None) -> dict:
     if not mailboxes:
         return {}
     todays = {m.pk: local_day(m, now) for m in mailboxes}
-    first = min(week_start(d) for d in todays.values())
-    last = max(todays.values())
-    counts = defaultdict(dict)
-    rows = MailboxDailyUsage.objects.filter(
-        mailbox_id__in=list(todays), day__gte=first, day__lte=last
-    ).values_list("mailbox_id", "day", "count")
-    for mailbox_id, day, count in rows:
-        counts[mailbox_id][day] = count
-    result = {}
-    for mailbox in mailboxes:
-        today = todays[mailbox.pk]
-        monday = week_start(today)
-        used_today = counts[mailbox.pk].get(today, 0)
-        used_week = sum(c for d, c in counts[mailbox.pk].items() if monday <= d <= today)
-        cap_today = effective_cap_today(mailbox, today)
-        remaining_week = max(0, mailbox.weekly_cap - used_week)
-        result[mailbox.pk] = {
-            "today": used_today,
-            "this_week": used_week,
-            "effective_cap_today": cap_today,
-            "remaining_today": max(0, min(cap_today - used_today, remaining_week)),
-            "remaining_this_week": remaining_week,
-            "warmup_day": warmup_day(mailbox, today),
-            "local_day": today.isoformat(),
-        }
-    return result
+    counts = _daily_counts(todays, min(week_start(d) for d in todays.values()), max(todays.values()))
+    return {m.pk: _usage_on(m, todays[m.pk], counts[m.pk]) for m in mailboxes}
 
 
 def usage(mailbox: Mailbox, now: dt.datetime | None = None) -> dict:
@@ -199,11 +202,9 @@ class Ledger:
         latest = latest or earliest
         first = min(week_start(local_day(m, earliest)) for m in mailboxes)
         last = max(local_day(m, latest) for m in mailboxes)
+        counts = _daily_counts([m.pk for m in mailboxes], first, last)
         for mailbox in mailboxes:
-            self.daily[mailbox.pk] = {}
-        rows = MailboxDailyUsage.objects.filter(mailbox_id__in=[m.pk for m in mailboxes], day__gte=first, day__lte=last)
-        for mailbox_id, day, count in rows.values_list("mailbox_id", "day", "count"):
-            self.daily[mailbox_id][day] = count
+            self.daily[mailbox.pk] = counts[mailbox.pk]
         hourly = [m.pk for m in mailboxes if m.hourly_cap is not None]
         if hourly:
             rows = MailboxHourlyUsage.objects.filter(mailbox_id__in=hourly, hour__gte=hour_start(earliest),
@@ -213,21 +214,7 @@ class Ledger:
         return known
 
     def usage(self, mailbox: Mailbox, day: dt.date) -> dict:
-        counts = self.daily[mailbox.pk]
-        monday = week_start(day)
-        used_today = counts.get(day, 0)
-        used_week = sum(c for d, c in counts.items() if monday <= d <= day)
-        cap_today = effective_cap_today(mailbox, day)
-        remaining_week = max(0, mailbox.weekly_cap - used_week)
-        return {
-            "today": used_today,
-            "this_week": used_week,
-            "effective_cap_today": cap_today,
-            "remaining_today": max(0, min(cap_today - used_today, remaining_week)),
-            "remaining_this_week": remaining_week,
-            "warmup_day": warmup_day(mailbox, day),
-            "local_day": day.isoformat(),
-        }
+        return _usage_on(mailbox, day, self.daily[mailbox.pk])
 
     def reserve(self, mailbox: Mailbox, earliest: dt.datetime) -> Reservation:
         """Reserves one send on the mailbox-local day of `earliest`: daily and ISO-week caps (warm-up

@@ -52,10 +52,6 @@ def _lock(ids, *, skip_locked=True):
     return {m.pk: m for m in rows}
 
 
-def lock(mailbox_id):
-    return Mailbox.objects.select_for_update(of=("self",)).select_related("warmup_profile", "domain").get(pk=mailbox_id)
-
-
 class Planner:
     """Places sends of one pool, all asking for the same `earliest` moment, on its mailboxes in the
     order the pool's strategy gives.
