@@ -68,7 +68,7 @@ def build(message, *, now=None, dkim_key=_LOOK_UP) -> bytes:
     workspace = message.workspace
     url = unsubscribe_url(message.id)
     headers = [
-        ("From", Address(display_name=mailbox.display_name or "", addr_spec=mailbox.address)),
+        ("From", (mailbox.display_name or "", mailbox.address)),  # an Address only if the email package writes it
         ("To", message.to_address),
         ("Subject", message.subject),
         ("Date", format_datetime(now or timezone.now())),
@@ -83,16 +83,20 @@ def build(message, *, now=None, dkim_key=_LOOK_UP) -> bytes:
         if html:
             html = html.replace("</body>", _footer_html(workspace, url) + "</body>") if "</body>" in html \
                 else html + _footer_html(workspace, url)
-    body = EmailMessage(policy=OUTGOING)
     head = _plain_header_block(headers)
-    if head is None:  # something to encode or fold: the email package does it
-        for name, value in headers:
-            body[name] = value
-        head = b""
-    body.set_content(text)
-    if html:
-        body.add_alternative(html, subtype="html")
-    data = head + body.as_bytes(policy=OUTGOING)
+    data = None if head is None or html else _plain_text_body(text)
+    if data is not None:
+        data = head + data
+    else:  # something to encode or fold, or an HTML part: the email package does it
+        body = EmailMessage(policy=OUTGOING)
+        if head is None:
+            for name, value in headers:
+                body[name] = Address(display_name=value[0], addr_spec=value[1]) if name == "From" else value
+            head = b""
+        body.set_content(text)
+        if html:
+            body.add_alternative(html, subtype="html")
+        data = head + body.as_bytes(policy=OUTGOING)
     from mailboxes.dns import dkim
 
     key = dkim.active_key(mailbox.domain_id) if dkim_key is _LOOK_UP else dkim_key
@@ -101,15 +105,31 @@ def build(message, *, now=None, dkim_key=_LOOK_UP) -> bytes:
     return data
 
 
+_TEXT_HEAD = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n'
+
+
+def _plain_text_body(text: str):
+    """The MIME part for an ASCII text body with lines of at most 998 characters, byte for byte what
+    `EmailMessage.set_content` writes for it (7bit, CRLF line ends), without the email package's
+    header objects; else None."""
+    if not text.isascii():
+        return None
+    lines = text.encode("ascii").splitlines()
+    if lines and max(map(len, lines)) > OUTGOING.max_line_length:
+        return None
+    return _TEXT_HEAD + b"\r\n".join(lines) + b"\r\n"
+
+
 def _plain_header_block(headers):
     """The header lines as bytes when every value is plain ASCII on one line of at most 998 characters
     (the common case, and several times faster than the email package's header objects); else None."""
     lines = []
     for name, value in headers:
-        if isinstance(value, Address):
-            if not _PLAIN.match(value.display_name or "x") or not value.addr_spec.isascii():
+        if name == "From":
+            display_name, address = value
+            if not _PLAIN.match(display_name or "x") or not address.isascii():
                 return None
-            value = formataddr((value.display_name, value.addr_spec))
+            value = formataddr((display_name, address))
         line = f"{name}: {value}"
         if not _PLAIN.match(value) or len(line) > 998:
             return None

@@ -115,7 +115,11 @@ class Planner:
             if len(got) < len(want):
                 self.passed_over = True
             if not got and self.wait and not self.locked:
-                got = _lock(want[:1], skip_locked=False)  # every one with room is busy: wait for the first
+                # Every one with room is busy: wait for the first, then take whichever others the
+                # transaction that held it has let go of, so the sends still spread over the pool.
+                got = _lock(want[:1], skip_locked=False)
+                if got and len(want) > 1:
+                    got.update(_lock(want[1:]))
             self._take([got[pk] for pk in want if pk in got])
             if got:
                 return True

@@ -111,3 +111,34 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_message(live_se
     assert {status for status, _ in results} == {202}
     assert len({body["id"] for _, body in results}) == 1
     assert Message.objects.count() == 1
+
+
+def test_a_batch_that_waited_for_a_busy_pool_still_rotates(api, sending_setup):
+    """Another transaction holds every mailbox of the pool: a batch arriving meanwhile waits for it, then
+    spreads over the pool as usual instead of piling onto the first mailbox it waited for."""
+    from django.db import connection, transaction
+
+    from mailboxes.models import Mailbox
+
+    ids = [m.pk for m in sending_setup["mailboxes"]]
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_pool():
+        try:
+            with transaction.atomic():
+                list(Mailbox.objects.select_for_update().filter(pk__in=ids))
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_pool)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    response = api.post("/api/v1/messages/batch", {"messages": [
+        {"to": f"lead{n}@example.com", "subject": "s", "text": "t"} for n in range(6)]}, format="json")
+    holder.join()
+    assert response.status_code == 200 and all("id" in item for item in response.json()["results"]), response.json()
+    used = Message.objects.values_list("mailbox_id", flat=True)
+    assert sorted(list(used).count(pk) for pk in ids) == [2, 2, 2]

@@ -1,0 +1,78 @@
+"""The fast paths of the MIME builder write exactly the bytes the email package writes."""
+
+import datetime as dt
+import email
+from email import policy as email_policy
+from types import SimpleNamespace
+
+import pytest
+
+from controlplane import mime
+
+NOW = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.timezone.utc)
+
+
+def _message(text, *, html="", subject="Hello", display_name="Ann Rep", headers=None, workload="cold"):
+    domain = SimpleNamespace(name="acme.example")
+    return SimpleNamespace(
+        id="msg_01test", to_address="lead@prospect.example", subject=subject, text=text, html=html,
+        headers=headers or {}, workload=workload, message_id_header="",
+        mailbox=SimpleNamespace(display_name=display_name, address="ann@acme.example", domain=domain,
+                                domain_id="dom_1"),
+        workspace=SimpleNamespace(sender_identification="Acme Ltd", postal_address="1 Rue de la Paix\nParis"))
+
+
+def _by_email_package(monkeypatch, message):
+    with monkeypatch.context() as patched:
+        patched.setattr(mime, "_plain_text_body", lambda text: None)
+        patched.setattr(mime, "_plain_header_block", lambda headers: None)
+        return mime.build(message, now=NOW, dkim_key=None)
+
+
+BODIES = [
+    "Hi there, a short cold email body.",
+    "line one\nline two\n",
+    "windows\r\nline ends\r\n\r\n",
+    "old mac\rline ends",
+    "",
+    "\n\n\n",
+    ". a leading dot\nFrom the start of a line\n",
+    "tabs\tand\x0cform feeds  \n  and trailing spaces   ",
+    "x" * 998,
+    ("y" * 997 + "\n") * 3,
+]
+
+
+@pytest.mark.parametrize("text", BODIES)
+@pytest.mark.parametrize("workload", ["cold", "transactional"])
+def test_plain_text_fast_path_matches_the_email_package(monkeypatch, text, workload):
+    message = _message(text, workload=workload, headers={"X-Campaign": "spring-42"})
+    fast = mime.build(message, now=NOW, dkim_key=None)
+    assert fast == _by_email_package(monkeypatch, message)
+    parsed = email.message_from_bytes(fast, policy=email_policy.default)
+    assert parsed.get_content_type() == "text/plain"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed.get_content().replace("\r\n", "\n").startswith(text.replace("\r\n", "\n").replace("\r", "\n")
+                                                                 .rstrip("\n")[:50])
+
+
+def _unbounded(data):
+    """The bytes with a multipart boundary (random per message) replaced by a fixed one."""
+    boundary = email.message_from_bytes(data).get_boundary()
+    return data.replace(boundary.encode(), b"BOUNDARY") if boundary else data
+
+
+@pytest.mark.parametrize("message", [
+    _message("Grüße aus Paris"),  # not ASCII: the email package picks the encoding
+    _message("z" * 999),  # longer than a line may be
+    _message("Hi", html="<p>Hi</p>"),  # multipart/alternative
+    _message("Hi", subject="Café au lait"),  # an encoded header
+    _message("Hi", display_name="Zoë Rep"),
+], ids=["utf8-body", "long-line", "html", "utf8-subject", "utf8-name"])
+def test_what_the_fast_paths_cannot_write_goes_through_the_email_package(monkeypatch, message):
+    data = mime.build(message, now=NOW, dkim_key=None)
+    assert _unbounded(data) == _unbounded(_by_email_package(monkeypatch, message))
+    parsed = email.message_from_bytes(data, policy=email_policy.default)
+    assert parsed["Subject"] == message.subject
+    body = parsed.get_body(("plain",)).get_content()
+    assert body.startswith(message.text)
