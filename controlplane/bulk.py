@@ -5,6 +5,7 @@ Python, no large statement to parse), which is most of what a batch intake spend
 """
 
 import json
+import operator
 
 from django.db import connection
 
@@ -28,17 +29,24 @@ def insert(model, objs) -> list:
             for obj, (value,) in zip(objs, cursor.fetchall()):
                 setattr(obj, auto.attname, value)
         columns = ", ".join(quote(f.column) for f in fields)
+        values = [_reader(field) for field in fields]
         with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objs:
-                copy.write_row([_value(field, obj) for field in fields])
+                copy.write_row([value(obj) for value in values])
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
     return objs
 
 
-def _value(field, obj):
-    value = field.pre_save(obj, True)
-    if value is not None and field.get_internal_type() == "JSONField":
-        return json.dumps(value, cls=field.encoder)
-    return value
+def _reader(field):
+    """How to read `field`'s value to insert from an instance, worked out once per field rather than per value:
+    `pre_save` only where it does something (auto_now dates), JSON as text."""
+    if field.get_internal_type() == "JSONField":
+        def value(obj, attname=field.attname, encoder=field.encoder):
+            data = getattr(obj, attname)
+            return None if data is None else json.dumps(data, cls=encoder)
+        return value
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return lambda obj: field.pre_save(obj, True)
+    return operator.attrgetter(field.attname)

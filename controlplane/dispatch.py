@@ -188,8 +188,13 @@ def dispatch_mailboxes(mailbox_ids):
 def _hand_off(ids):
     if not ids:
         return []
-    messages = list(Message.objects.filter(pk__in=ids).select_related("workspace", "mailbox__domain", "mailbox__provider")
-                    .order_by("scheduled_at", "id"))
+    messages = list(Message.objects.filter(pk__in=ids).order_by("scheduled_at", "id"))
+    # Each mailbox (with its workspace, domain and provider, whose settings are decrypted) read once, not per message.
+    mailboxes = Mailbox.objects.select_related("workspace", "domain", "provider").in_bulk(
+        {m.mailbox_id for m in messages})
+    for message in messages:
+        message.mailbox = mailboxes[message.mailbox_id]
+        message.workspace = message.mailbox.workspace
     deadline = time.monotonic() + settings.DISPATCH_LEASE_SECONDS / 2
     by_mailbox = {}
     for message in messages:
@@ -204,8 +209,6 @@ def _hand_off(ids):
     outcomes, sent_from = [], set()
     for group in by_mailbox.values():
         first = group[0]
-        for message in group:  # one workspace and mailbox object per mailbox
-            message.workspace, message.mailbox = first.workspace, first.mailbox
         try:
             policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
         except policy.PolicyRejection as rejection:

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -140,3 +141,28 @@ def sending_setup(workspace, smtp_sink, settings):
     pool = Pool.objects.create(workspace=workspace, name="cold", strategy="round_robin", workloads=["cold"])
     pool.mailboxes.set(mailboxes)
     return {"domain": domain, "provider": provider, "mailboxes": mailboxes, "pool": pool}
+
+
+# Benchmarks and the scale-out test run only when their marker is asked for (`make bench`, `make scaleout`).
+ON_DEMAND = {"bench": "benchmark: run with `make bench`", "scaleout": "scale-out test: run with `make scaleout`"}
+
+
+def pytest_collection_modifyitems(config, items):
+    asked = config.getoption("-m") or ""
+    for marker, reason in ON_DEMAND.items():
+        if marker in asked:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def process_env():
+    """Environment for subprocesses (gunicorn, RQ workers) that must see this test's database and Redis."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env["REDIS_URL"] = django_settings.REDIS_URL
+    return env

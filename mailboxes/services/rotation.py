@@ -106,7 +106,9 @@ class Planner:
             self.passed_over = True
         while self.queue:
             taken = [self.queue.popleft() for _ in range(min(len(self.queue), max(need, CHUNK)))]
-            roomy = self._with_room(taken)
+            # Sends enough for every one taken (a batch): lock them outright, the ledger tells which have
+            # room; otherwise read first, so that mailboxes without room are not locked for nothing.
+            roomy = taken if need >= len(taken) else self._with_room(taken)
             want, rest = roomy[:need], roomy[need:]
             self.queue.extendleft(reversed(rest))
             if not want:

@@ -3,7 +3,7 @@ query 50 ms late. Goal: under a minute.
 
     make bench PYTEST_ARGS="-k thousand_domains"
 
-Not part of `make test`: benchmarks are skipped unless run with `-m bench` (tests/bench/conftest.py).
+Not part of `make test`: benchmarks are skipped unless run with `-m bench` (tests/conftest.py).
 """
 
 import contextlib

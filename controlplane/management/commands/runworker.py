@@ -2,9 +2,12 @@
 
 `rqworker … --with-scheduler` releases jobs queued for later (retries, scheduled sends);
 a child `rqcron controlplane.cron` enqueues the periodic jobs (reconciler, daily DNS checks).
-Stopping this process stops both.
+`--processes N` (or `WORKER_PROCESSES`) runs N RQ workers: hand-off spends most of its time
+waiting on SMTP servers and the database, so several workers per core keep the cores busy.
+Stopping this process stops them all.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,18 +23,26 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-cron", action="store_true", help="Do not start the periodic-job scheduler.")
         parser.add_argument("--burst", action="store_true", help="Exit when the queues are empty.")
+        parser.add_argument("--processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", "1")),
+                            help="RQ worker processes to run (default: WORKER_PROCESSES or 1).")
 
     def handle(self, *args, **options):
-        cron = None
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        children = []
         if not options["no_cron"]:
-            cron = subprocess.Popen([sys.executable, str(settings.BASE_DIR / "manage.py"), "rqcron",
-                                     "controlplane.cron"], cwd=settings.BASE_DIR)
+            children.append(subprocess.Popen([*manage, "rqcron", "controlplane.cron"], cwd=settings.BASE_DIR))
+        burst = ["--burst"] if options["burst"] else []
+        for _ in range(max(options["processes"], 1) - 1):
+            children.append(subprocess.Popen([*manage, "rqworker", *settings.RQ_QUEUE_NAMES, "--with-scheduler", *burst],
+                                             cwd=settings.BASE_DIR))
         try:
             call_command("rqworker", *settings.RQ_QUEUE_NAMES, with_scheduler=True, burst=options["burst"])
         finally:
-            if cron is not None and cron.poll() is None:
-                cron.send_signal(signal.SIGTERM)
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
                 try:
-                    cron.wait(timeout=10)
+                    child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    cron.kill()
+                    child.kill()
