@@ -38,15 +38,15 @@ class AuditEvent(models.Model):
 
     id = id_field("aud")
     workspace = models.ForeignKey(
-        "workspaces.Workspace", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "workspaces.Workspace", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
-    chain = models.CharField(max_length=40, db_index=True)
+    chain = models.CharField(max_length=40)
     seq = models.BigIntegerField()
     occurred_at = models.DateTimeField(db_index=True)
     actor_type = models.CharField(max_length=20)
     actor_id = models.CharField(max_length=150, blank=True)
     actor_label = models.CharField(max_length=200, blank=True)
-    action = models.CharField(max_length=100, db_index=True)
+    action = models.CharField(max_length=100)
     object_type = models.CharField(max_length=100, blank=True)
     object_id = models.CharField(max_length=150, blank=True)
     object_repr = models.CharField(max_length=300, blank=True)
@@ -62,7 +62,8 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["chain", "seq"]
         constraints = [models.UniqueConstraint(fields=["chain", "seq"], name="audit_chain_seq_unique")]
-        indexes = [models.Index(fields=["workspace", "occurred_at"], name="audit_ws_time")]
+        indexes = [models.Index(fields=["workspace", "occurred_at"], name="audit_ws_time"),
+                   models.Index(fields=["action"], name="audit_action")]
 
     def __str__(self):
         return f"#{self.seq} {self.action} {self.object_repr}"

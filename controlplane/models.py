@@ -13,6 +13,8 @@ STATUS_CHOICES = [(s, s) for s in (
 # Before hand-off: capacity is reserved and may be given back.
 WAITING_STATUSES = {"scheduled", "queued", "deferred"}
 TERMINAL_STATUSES = {"sent", "delivered", "bounced", "complained", "failed", "suppressed", "cancelled"}
+# Handed off to a provider: the sends health rates and the dashboard's rate charts count.
+HANDED_OFF_STATUSES = ("sent", "delivered", "bounced", "complained")
 
 EVENT_TYPES = [
     "message.accepted", "message.scheduled", "message.sent", "message.delivered", "message.deferred",
@@ -26,12 +28,15 @@ class Message(models.Model):
     workspace_lookup = "workspace"
 
     id = id_field("msg")
-    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="messages")
+    # Indexes are those the queries need (Meta): each one is written again on every status change.
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="messages",
+                                  db_index=False)
     mailbox = models.ForeignKey("mailboxes.Mailbox", null=True, blank=True, on_delete=models.PROTECT,
-                                related_name="messages")
-    pool = models.ForeignKey("mailboxes.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+                                related_name="messages", db_index=False)
+    pool = models.ForeignKey("mailboxes.Pool", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                             db_index=False)
     pinned = models.BooleanField(default=False, help_text="`from` was given: never fails over to another mailbox.")
-    to_address = models.CharField(max_length=320, db_index=True)
+    to_address = models.CharField(max_length=320)
     from_address = models.CharField(max_length=320, blank=True)
     workload = models.CharField(max_length=50, default="cold")
     subject = models.CharField(max_length=998)
@@ -39,14 +44,14 @@ class Message(models.Model):
     html = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    thread_key = models.CharField(max_length=200, blank=True, db_index=True)
-    status = models.CharField(max_length=12, choices=STATUS_CHOICES, db_index=True)
-    scheduled_at = models.DateTimeField(db_index=True)
+    thread_key = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=12, choices=STATUS_CHOICES)
+    scheduled_at = models.DateTimeField()
     reserved_day = models.DateField(null=True, blank=True, help_text="The mailbox-local day whose cap this holds.")
     reserved_hour = models.DateTimeField(null=True, blank=True, help_text="The clock hour (UTC) whose hourly cap this holds.")
     decision = models.JSONField(default=dict, blank=True, help_text="The policy's decision: mailbox, reason, counts seen.")
-    message_id_header = models.CharField(max_length=300, blank=True, db_index=True)
-    provider_message_id = models.CharField(max_length=300, blank=True, db_index=True)
+    message_id_header = models.CharField(max_length=300, blank=True)
+    provider_message_id = models.CharField(max_length=300, blank=True)
     provider_response = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -59,13 +64,18 @@ class Message(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["workspace", "to_address"], name="message_ws_to"),
+            models.Index(fields=["to_address"], name="message_to"),  # a recipient's history, in any workspace
+            models.Index(fields=["message_id_header"], name="message_id_header"),  # bounces and the admin search
+            models.Index(fields=["provider_message_id"], name="message_provider_id"),  # provider callbacks
             models.Index(fields=["status", "scheduled_at"], name="message_due"),
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread"),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
             models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_sent"),
             models.Index(fields=["mailbox", "scheduled_at"], name="message_mailbox_waiting",
                          condition=models.Q(status__in=["queued", "scheduled", "deferred"])),
+            # Health rates count a mailbox's handed-off sends in a time range from this index alone.
+            models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_handed_off",
+                         condition=models.Q(status__in=HANDED_OFF_STATUSES, sent_at__isnull=False)),
         ]
 
     def __str__(self):
@@ -79,9 +89,11 @@ class Event(models.Model):
 
     seq = models.BigAutoField(primary_key=True)
     id = models.CharField(max_length=40, unique=True)
-    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="events")
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
-    type = models.CharField(max_length=40, db_index=True)
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE, related_name="events",
+                                  db_index=False)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="events",
+                                db_index=False)
+    type = models.CharField(max_length=40)
     occurred_at = models.DateTimeField()
     data = models.JSONField(default=dict, blank=True)
 
@@ -92,6 +104,7 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["workspace", "seq"], name="event_ws_seq"),
             models.Index(fields=["workspace", "type", "occurred_at"], name="event_ws_type_time"),
+            models.Index(fields=["message"], name="event_message"),
         ]
 
     def __str__(self):

@@ -499,9 +499,16 @@ class MailboxAdmin(BreakerOverrideActions, WorkspaceScopedAdmin):
         except (Mailbox.DoesNotExist, ValueError):
             return None
 
+    @staticmethod
+    def _breakers(obj):
+        """The breaker state of the page's mailbox, read once for the breaker block and the verdict."""
+        if not hasattr(obj, "page_breakers"):
+            obj.page_breakers = breakers.state_for(obj)
+        return obj.page_breakers
+
     @admin.display(description="State")
     def breaker_state(self, obj):
-        return render_to_string("admin/mailboxes/mailbox/breaker_state.html", {"b": breakers.state_for(obj)})
+        return render_to_string("admin/mailboxes/mailbox/breaker_state.html", {"b": self._breakers(obj)})
 
     @admin.display(description="Rates per day")
     def health_charts(self, obj):
@@ -511,7 +518,9 @@ class MailboxAdmin(BreakerOverrideActions, WorkspaceScopedAdmin):
 
     @admin.display(description="Verdict")
     def sending_verdict(self, obj):
-        return render_to_string("admin/mailboxes/mailbox/sending_verdict.html", {"s": sending_state(obj)})
+        figures = self._breakers(obj)["scopes"][0]["figures"]
+        return render_to_string("admin/mailboxes/mailbox/sending_verdict.html",
+                                {"s": sending_state(obj, figures=figures)})
 
 
 WEEKDAY_NAMES = dict(WEEKDAYS)
@@ -567,8 +576,9 @@ def _pct(value):
     return f"{(Decimal(value) * 100).quantize(Decimal('0.01'))}%"
 
 
-def sending_state(mailbox, now=None):
-    """Whether `mailbox` can hand off a message now and, if not, every reason why and when it next can."""
+def sending_state(mailbox, now=None, figures=None):
+    """Whether `mailbox` can hand off a message now and, if not, every reason why and when it next can
+    (`figures`: the mailbox's health rates, when already read)."""
     now = now or timezone.now()
     workspace, domain = mailbox.workspace, mailbox.domain
     usage = caps.usage(mailbox, now)
@@ -622,7 +632,7 @@ def sending_state(mailbox, now=None):
     if usage["remaining_this_week"] < usage["effective_cap_today"] - usage["today"]:
         cap_why += f"; the weekly cap leaves only {usage['remaining_this_week']} this week"
 
-    figures = health.rates(mailbox)
+    figures = figures or health.rates(mailbox)
     judged = figures["sends"] >= workspace.health_min_sends
     if blockers:
         verdict = "Cannot send"

@@ -282,10 +282,11 @@ def state_for(mailbox, now=None) -> dict:
     from mailboxes.services import caps
 
     now = now or timezone.now()
+    rates = {"mailbox": health.rates(mailbox, now=now), **health.scope_rates(mailbox, now=now)}
     scopes = []
     for scope in (mailbox, mailbox.domain, mailbox.workspace):
-        figures = health.rates(scope, now=now)
         kind = kind_of(scope)
+        figures = rates[kind]
         if scope.breaker_rule and is_paused(scope):
             state = "paused by a breaker"
         elif is_paused(scope):

@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import re
+from decimal import Decimal
 from html import unescape
 
 import pytest
@@ -14,7 +15,7 @@ from django.utils import timezone
 from audit import services as audit
 from controlplane.ids import new_id
 from controlplane.models import Event, Message, WebhookDelivery, WebhookEndpoint
-from mailboxes.models import Mailbox, MailboxDailyUsage, SendingDomain
+from mailboxes.models import Mailbox, MailboxDailyUsage, SendingDomain, WarmupProfile
 from workspaces import roles
 
 pytestmark = pytest.mark.django_db
@@ -222,3 +223,70 @@ def test_the_dashboard_costs_the_same_number_of_queries_with_2_or_50_of_everythi
     assert "2 messages scheduled in the last 30 days" in small
     assert "50 messages scheduled in the last 30 days" in large
     assert len(many) == len(few), [q["sql"] for q in many.captured_queries]
+
+
+def _mailbox(ids, local, **fields):
+    return Mailbox.objects.create(workspace=ids.workspace, domain=ids.domain, provider=ids.provider,
+                                  address=f"{local}@mail.acme.com", **fields)
+
+
+def test_cap_utilisation_follows_each_mailboxs_warm_up_weekly_cap_and_re_ramp(login, acme):
+    now = timezone.now()
+    today = now.date()
+    schedule = WarmupProfile.objects.create(workspace=acme.workspace, name="steps", schedule=[3, 6, 9])
+    rows = {
+        "ramp": (_mailbox(acme, "ramp", daily_cap=20, warmup_profile=acme.warmup,
+                          warmup_started_on=today - dt.timedelta(days=1)), 9),  # day 2 allows 10
+        "steps": (_mailbox(acme, "steps", daily_cap=20, warmup_profile=schedule, warmup_started_on=today), 3),
+        "week": (_mailbox(acme, "week", daily_cap=20, weekly_cap=5), 5),
+        "reramp": (_mailbox(acme, "reramp", daily_cap=20, reramp_started_at=now, reramp_fraction=Decimal("0.5"),
+                            reramp_days=7), 10),  # the re-ramp's day 1 allows half the cap
+        "calm": (_mailbox(acme, "calm", daily_cap=20), 4),
+        "retired": (_mailbox(acme, "retired", daily_cap=20, status="retired"), 20),
+        "paused": (_mailbox(acme, "paused", daily_cap=20, status="paused", paused_reason="Held"), 20),
+    }
+    for mailbox, count in rows.values():
+        MailboxDailyUsage.objects.create(mailbox=mailbox, day=today, count=count)
+
+    caps_section = section(index(login("operator")), "dash-caps")
+
+    assert "ramp@mail.acme.com</a></td><td>9 / 10</td>" in caps_section and "warm-up day 2" in caps_section
+    assert "steps@mail.acme.com</a></td><td>3 / 3 (at cap)</td>" in caps_section
+    assert "week@mail.acme.com</a></td><td>5 / 20 (at cap)</td>" in caps_section
+    assert "weekly cap reached" in caps_section
+    assert "reramp@mail.acme.com</a></td><td>10 / 10 (at cap)</td>" in caps_section
+    assert "calm@" not in caps_section and "retired@" not in caps_section and "paused@" not in caps_section
+    # sales@ (cap 20, nothing sent) and the five active mailboxes above; retired and paused ones left out
+    assert "31 sent of 83 allowed today across 6 active mailboxes" in caps_section
+    assert "<strong>3</strong> at cap, <strong>1</strong> near it" in caps_section
+
+
+def test_the_dashboards_usage_is_the_one_caps_gives_each_mailbox_in_its_own_time_zone_and_week(acme):
+    from controlplane.admin_dashboard import CAP_FIELDS, LISTED_FIELDS, usage_today
+    from mailboxes.services import caps
+
+    now = dt.datetime(2026, 11, 22, 15, 0, tzinfo=dt.timezone.utc)  # Sunday; already Monday in Kiritimati
+    schedule = WarmupProfile.objects.create(workspace=acme.workspace, name="steps", schedule=[3, 6, 9])
+    made = [
+        _mailbox(acme, "plain", daily_cap=20, weekly_cap=60),
+        _mailbox(acme, "twin", daily_cap=20, weekly_cap=60),
+        _mailbox(acme, "ramp", daily_cap=40, warmup_profile=acme.warmup, warmup_started_on=now.date()),
+        _mailbox(acme, "steps", daily_cap=40, warmup_profile=schedule, warmup_started_on=now.date()),
+        _mailbox(acme, "kiritimati", daily_cap=20, weekly_cap=60, send_window_timezone="Pacific/Kiritimati"),
+        _mailbox(acme, "angeles", daily_cap=20, weekly_cap=30, send_window_timezone="America/Los_Angeles"),
+        _mailbox(acme, "reramp", daily_cap=30, reramp_started_at=now - dt.timedelta(days=2),
+                 reramp_fraction=Decimal("0.25"), reramp_days=5),
+    ]
+    for n, mailbox in enumerate(made):
+        for back in range(9):  # from the Saturday of the week before to the local Monday after
+            MailboxDailyUsage.objects.create(mailbox=mailbox, day=now.date() + dt.timedelta(days=1 - back),
+                                             count=(n + back) % 7)
+    mailboxes = list(Mailbox.objects.filter(pk__in=[m.pk for m in made]).values(*LISTED_FIELDS, *CAP_FIELDS))
+
+    figures = usage_today(acme.workspace, mailboxes, now)
+
+    expected = caps.usage_for(Mailbox.objects.filter(pk__in=[m.pk for m in made]).select_related("warmup_profile"),
+                              now)
+    assert figures == {pk: {name: usage[name] for name in figures[pk]} for pk, usage in expected.items()}
+    assert len({u["effective_cap_today"] for u in figures.values()}) > 3
+    assert figures[made[4].pk]["this_week"] == figures[made[4].pk]["today"]  # a new ISO week there
