@@ -34,6 +34,15 @@ WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
 # Due mailboxes share a job up to this many (workers take the jobs in parallel).
 MAILBOXES_PER_JOB = 20
+# What hand-off reads of a message and of its mailbox, domain, workspace and provider.
+HAND_OFF_FIELDS = ("id", "workspace", "mailbox", "pool", "pinned", "to_address", "from_address", "workload", "subject",
+                   "text", "html", "headers", "metadata", "status", "scheduled_at", "reserved_day", "reserved_hour",
+                   "decision", "message_id_header", "attempts")
+MAILBOX_FIELDS = ("id", "workspace", "domain", "provider", "address", "display_name", "status", "paused_reason",
+                  "per_minute_cap", "last_error", "workspace__name", "workspace__slug", "workspace__paused",
+                  "workspace__paused_reason", "workspace__sender_identification", "workspace__postal_address",
+                  "domain__name", "domain__paused", "domain__paused_reason", "provider__kind", "provider__name",
+                  "provider__settings", "provider__credentials", "provider__workspace", "provider__updated_at")
 # A provider's Retry-After is honoured up to this long; past it the regular retry schedule applies.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -188,10 +197,11 @@ def dispatch_mailboxes(mailbox_ids):
 def _hand_off(ids):
     if not ids:
         return []
-    messages = list(Message.objects.filter(pk__in=ids).order_by("scheduled_at", "id"))
-    # Each mailbox (with its workspace, domain and provider, whose settings are decrypted) read once, not per message.
-    mailboxes = Mailbox.objects.select_related("workspace", "domain", "provider").in_bulk(
-        {m.mailbox_id for m in messages})
+    messages = list(Message.objects.filter(pk__in=ids).only(*HAND_OFF_FIELDS).order_by("scheduled_at", "id"))
+    # Each mailbox (with its workspace, domain and provider, whose settings are decrypted) read once, not per
+    # message, and only what hand-off reads (anything else still loads when asked for).
+    mailboxes = (Mailbox.objects.select_related("workspace", "domain", "provider").only(*MAILBOX_FIELDS)
+                 .in_bulk({m.mailbox_id for m in messages}))
     for message in messages:
         message.mailbox = mailboxes[message.mailbox_id]
         message.workspace = message.mailbox.workspace

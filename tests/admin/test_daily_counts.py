@@ -62,6 +62,24 @@ def test_a_message_is_counted_under_its_current_status_and_day_through_every_cha
 
 
 @pytest.mark.django_db
+def test_statements_that_write_many_messages_count_each_one(acme):
+    """A batch insert and an update of many rows (a hand-off claim) count every row they change, and
+    only those whose status, day or mailbox changed."""
+    ws, mailbox = acme.workspace, acme.mailbox
+    today = day_in(ws, 0)
+    Message.objects.bulk_create([Message(workspace=ws, mailbox=mailbox, to_address=f"b{i}@prospect.com", subject="Hi",
+                                         text="Hello", status="queued", scheduled_at=at_noon(ws, today))
+                                 for i in range(5)])
+    assert counts(ws, [today]) == {today: {"queued": 5}}
+    Message.objects.filter(workspace=ws).update(status="sending")
+    Message.objects.filter(workspace=ws).update(subject="Changed")  # nothing counted changes
+    Message.objects.filter(pk__in=list(Message.objects.values_list("pk", flat=True)[:2])).update(status="sent")
+    assert counts(ws, [today]) == {today: {"sending": 3, "sent": 2}}
+    stats.fold()
+    assert counts(ws, [today]) == {today: {"sending": 3, "sent": 2}}
+
+
+@pytest.mark.django_db
 def test_soft_bounces_do_not_count_as_hard_and_each_workspace_and_mailbox_counts_apart(acme, globex):
     ws = acme.workspace
     today = day_in(ws, 0)
