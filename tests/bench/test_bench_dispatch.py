@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
 
 TOTAL = int(os.environ.get("BENCH_MESSAGES", "10000"))
 MAILBOXES = 100
-BATCH = 100
+BATCH = int(os.environ.get("BENCH_BATCH", "100"))  # messages per POST /messages/batch (the API takes up to 1,000)
 # Worker processes, as `runworker --processes 8` runs them: hand-off mostly waits on SMTP and PostgreSQL, so
 # four per core keep two cores busy.
 WORKERS = int(os.environ.get("BENCH_WORKERS", "8"))
