@@ -157,9 +157,9 @@ def mailbox_rates(mailbox, now=None):
 
 
 def usage_today(workspace, mailboxes, now):
-    """{mailbox id: usage} as caps.usage_for gives it (today, this_week, effective_cap_today, remaining_today,
-    remaining_this_week, warmup_day) for active `mailboxes` of `workspace`, given as dicts of their LISTED_FIELDS
-    and CAP_FIELDS: two queries and one pass, with today's cap worked out once per group of mailboxes alike."""
+    """{mailbox id: usage} as caps.usage_for gives it (caps.usage_figures) for active `mailboxes` of `workspace`,
+    given as dicts of their LISTED_FIELDS and CAP_FIELDS: two queries and one pass, with today's cap worked out
+    once per group of mailboxes alike."""
     if not mailboxes:
         return {}
     profiles = WarmupProfile.objects.in_bulk({m["warmup_profile_id"] for m in mailboxes} - {None})
@@ -188,11 +188,9 @@ def usage_today(workspace, mailboxes, now):
     usage = {}
     for mailbox in mailboxes:
         group, counts = group_of[mailbox["id"]], used[mailbox["id"]]
-        remaining_week = max(0, mailbox["weekly_cap"] - counts["week"])
-        usage[mailbox["id"]] = {
-            "today": counts["today"], "this_week": counts["week"], "effective_cap_today": group["cap"],
-            "remaining_today": max(0, min(group["cap"] - counts["today"], remaining_week)),
-            "remaining_this_week": remaining_week, "warmup_day": group["warmup_day"]}
+        usage[mailbox["id"]] = caps.usage_figures(
+            day=group["today"], used_today=counts["today"], used_week=counts["week"], cap_today=group["cap"],
+            weekly_cap=mailbox["weekly_cap"], warmup_day=group["warmup_day"])
     return usage
 
 

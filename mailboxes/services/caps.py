@@ -54,17 +54,22 @@ def _daily_counts(mailbox_ids, first: dt.date, last: dt.date) -> defaultdict:
 def _usage_on(mailbox: Mailbox, day: dt.date, counts: dict) -> dict:
     """The usage dict of `mailbox` on local `day`, from its {day: count} (its ISO week's days at least)."""
     monday = week_start(day)
-    used_today = counts.get(day, 0)
-    used_week = sum(c for d, c in counts.items() if monday <= d <= day)
-    cap_today = effective_cap_today(mailbox, day)
-    remaining_week = max(0, mailbox.weekly_cap - used_week)
+    return usage_figures(day=day, used_today=counts.get(day, 0),
+                         used_week=sum(c for d, c in counts.items() if monday <= d <= day),
+                         cap_today=effective_cap_today(mailbox, day), weekly_cap=mailbox.weekly_cap,
+                         warmup_day=warmup_day(mailbox, day))
+
+
+def usage_figures(*, day, used_today, used_week, cap_today, weekly_cap, warmup_day) -> dict:
+    """The usage dict from what is used on local `day` and in its ISO week, today's cap and the weekly cap."""
+    remaining_week = max(0, weekly_cap - used_week)
     return {
         "today": used_today,
         "this_week": used_week,
         "effective_cap_today": cap_today,
         "remaining_today": max(0, min(cap_today - used_today, remaining_week)),
         "remaining_this_week": remaining_week,
-        "warmup_day": warmup_day(mailbox, day),
+        "warmup_day": warmup_day,
         "local_day": day.isoformat(),
     }
 
