@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.context import Actor, acting_as
-from controlplane import events, mime, policy
+from controlplane import events, mime, policy, prepared
 from controlplane.ids import new_id
 from controlplane.models import Event, Message
 from controlplane.queues import queue
@@ -41,8 +41,11 @@ HAND_OFF_FIELDS = ("id", "workspace", "mailbox", "pool", "pinned", "to_address",
 MAILBOX_FIELDS = ("id", "workspace", "domain", "provider", "address", "display_name", "status", "paused_reason",
                   "per_minute_cap", "last_error", "workspace__name", "workspace__slug", "workspace__paused",
                   "workspace__paused_reason", "workspace__sender_identification", "workspace__postal_address",
-                  "domain__name", "domain__paused", "domain__paused_reason", "provider__kind", "provider__name",
-                  "provider__settings", "provider__credentials", "provider__workspace", "provider__updated_at")
+                  "domain__name", "domain__paused", "domain__paused_reason")
+PROVIDER_FIELDS = ("id", "kind", "name", "settings", "credentials", "workspace", "updated_at")
+# What a pause is made of (policy.check_pauses), read again before each batch.
+PAUSE_FIELDS = ("id", "status", "paused_reason", "domain__paused", "domain__paused_reason", "workspace__paused",
+                "workspace__paused_reason")
 # A provider's Retry-After is honoured up to this long; past it the regular retry schedule applies.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -122,14 +125,18 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
 def _claim_rows(mailbox_ids, limit, now) -> list:
     table = Message._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    with connection.cursor() as cursor:
+    if connection.vendor == "postgresql":  # one statement text for any number of mailboxes: prepared
+        among, ids = "= ANY(%s)", [list(mailbox_ids)]
+    else:
+        among, ids = f"IN ({', '.join(['%s'] * len(mailbox_ids))})", list(mailbox_ids)
+    with prepared.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, updated_at = %s "
-            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id IN ({', '.join(['%s'] * len(mailbox_ids))}) "
+            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id {among} "
             f"AND status IN ('queued', 'scheduled', 'deferred') "
             f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
             f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING id",
-            [now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), now, *mailbox_ids,
+            [now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), now, *ids,
              now, now + dt.timedelta(seconds=1), limit])
         return [row[0] for row in cursor.fetchall()]
 
@@ -185,23 +192,60 @@ def dispatch_mailboxes(mailbox_ids):
     provider connection (kept open between jobs by the worker process)."""
     with acting_as(WORKER_ACTOR):
         outcomes = {}
+        senders = Senders()
         while True:
             claimed = _claim(mailbox_ids, batch_size())
-            for outcome in _hand_off(claimed):
+            for outcome in _hand_off(claimed, senders):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if len(claimed) < batch_size():
                 break
         return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
 
 
-def _hand_off(ids):
+class Senders:
+    """What hand-off needs of one job's mailboxes, read once per job: each mailbox with its workspace
+    and domain (only the fields hand-off uses), each provider once (its settings decrypted once, not
+    per mailbox), the domains' active DKIM keys and whether a workspace's `message.sent` events are
+    plain rows. Pauses are read again before every batch, as hand-off must honour one at once."""
+
+    def __init__(self):
+        self.mailboxes, self.keys, self.plain = {}, {}, {}
+
+    def for_batch(self, mailbox_ids) -> dict:
+        wanted = set(mailbox_ids)
+        known = wanted & self.mailboxes.keys()
+        if known:
+            self._refresh_pauses(known)
+        if wanted - known:
+            self._load(wanted - known)
+        return self.mailboxes
+
+    def _load(self, ids):
+        from providers.models import ProviderConnection
+
+        mailboxes = Mailbox.objects.select_related("workspace", "domain").only(*MAILBOX_FIELDS).in_bulk(ids)
+        providers = ProviderConnection.objects.only(*PROVIDER_FIELDS).in_bulk(
+            {m.provider_id for m in mailboxes.values()})
+        for mailbox in mailboxes.values():
+            mailbox.provider = providers[mailbox.provider_id]
+        self.mailboxes.update(mailboxes)
+        self.keys.update(dkim.active_keys({m.domain_id for m in mailboxes.values()} - self.keys.keys()))
+        for workspace_id in {m.workspace_id for m in mailboxes.values()} - self.plain.keys():
+            self.plain[workspace_id] = _plain_events(workspace_id)
+
+    def _refresh_pauses(self, ids):
+        for pk, *flags in Mailbox.objects.filter(pk__in=ids).values_list(*PAUSE_FIELDS):
+            mailbox = self.mailboxes[pk]
+            (mailbox.status, mailbox.paused_reason, mailbox.domain.paused, mailbox.domain.paused_reason,
+             mailbox.workspace.paused, mailbox.workspace.paused_reason) = flags
+
+
+def _hand_off(ids, senders=None):
     if not ids:
         return []
+    senders = senders or Senders()
     messages = list(Message.objects.filter(pk__in=ids).only(*HAND_OFF_FIELDS).order_by("scheduled_at", "id"))
-    # Each mailbox (with its workspace, domain and provider, whose settings are decrypted) read once, not per
-    # message, and only what hand-off reads (anything else still loads when asked for).
-    mailboxes = (Mailbox.objects.select_related("workspace", "domain", "provider").only(*MAILBOX_FIELDS)
-                 .in_bulk({m.mailbox_id for m in messages}))
+    mailboxes = senders.for_batch({m.mailbox_id for m in messages})
     for message in messages:
         message.mailbox = mailboxes[message.mailbox_id]
         message.workspace = message.mailbox.workspace
@@ -214,8 +258,6 @@ def _hand_off(ids):
         by_workspace.setdefault(message.workspace_id, []).append(message)
     blocked = {ws: suppression.suppressed_many(group[0].workspace, [m.to_address for m in group])
                for ws, group in by_workspace.items()}
-    plain = {ws: _plain_events(ws) for ws in by_workspace}
-    keys = dkim.active_keys({m.mailbox.domain_id for m in messages})
     outcomes, sent_from = [], set()
     for group in by_mailbox.values():
         first = group[0]
@@ -225,7 +267,7 @@ def _hand_off(ids):
             outcomes += [_stopped(message, rejection) for message in group]
             continue
         transport = transport_for(first.mailbox.provider)
-        record = _sent_in_one_statement if plain[first.workspace_id] else _sent
+        record = _sent_in_one_statement if senders.plain[first.workspace_id] else _sent
         for n, message in enumerate(group):
             if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
                 _give_back(group[n:])
@@ -234,12 +276,16 @@ def _hand_off(ids):
             if message.to_address in blocked[message.workspace_id]:
                 outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
                 continue
-            outcome = _send(message, transport, keys.get(first.mailbox.domain_id), record)
+            outcome = _send(message, transport, senders.keys.get(first.mailbox.domain_id), record)
             if outcome == "sent":
                 sent_from.add(first.mailbox_id)
             outcomes.append(outcome)
-    if sent_from:
-        Mailbox.objects.filter(pk__in=sent_from).exclude(last_error="").update(last_error="")
+    # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
+    recovered = [pk for pk in sent_from if mailboxes[pk].last_error]
+    if recovered:
+        Mailbox.objects.filter(pk__in=recovered).update(last_error="")
+        for pk in recovered:
+            mailboxes[pk].last_error = ""
     return outcomes
 
 
@@ -290,11 +336,11 @@ def _plain_events(workspace_id) -> bool:
 
 
 def _sent_in_one_statement(message, result):
-    """`_sent` as one statement (the status change and its event commit together), which saves four
-    round trips per message when nothing else must happen in the transaction."""
+    """`_sent` as one prepared statement (the status change and its event commit together), which saves
+    four round trips per message when nothing else must happen in the transaction."""
     now = timezone.now()
     table, event_table = Message._meta.db_table, Event._meta.db_table
-    with connection.cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(
             f"WITH sent AS (UPDATE {table} SET status = 'sent', sent_at = %s, provider_message_id = %s, "
             f"provider_response = %s, message_id_header = %s, lease_expires_at = NULL, updated_at = %s "
@@ -330,6 +376,7 @@ def _failed(message, reply, *, release):
         if release:
             caps.release_capacity(mailbox_id=message.mailbox_id, day=message.reserved_day, hour=message.reserved_hour)
         Mailbox.objects.filter(pk=message.mailbox_id).update(last_error=reply[:2000])
+        message.mailbox.last_error = reply[:2000]
         events.emit(workspace=message.workspace, type="message.failed", message=message,
                     data={"mailbox": message.mailbox_id, "reply": reply[:500]})
         audit.record(workspace=message.workspace, action="message.failed", obj=message,
@@ -349,6 +396,7 @@ def _transient(message, exc):
                                                          provider_response=exc.reply[:2000], lease_expires_at=None,
                                                          updated_at=timezone.now())
             Mailbox.objects.filter(pk=message.mailbox_id).update(last_error=exc.reply[:2000])
+            message.mailbox.last_error = exc.reply[:2000]
             events.emit(workspace=message.workspace, type="message.deferred", message=message,
                         data={"mailbox": message.mailbox_id, "reply": exc.reply[:500], "attempt": attempt,
                               "retry_at": when.isoformat()})

@@ -146,6 +146,9 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # Keep connections between requests (a new PostgreSQL connection costs more than most requests).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Hand-off's per-message statements are prepared on PostgreSQL (controlplane/prepared.py); 0 for a
+# transaction-pooling proxy that does not track prepared statements (PgBouncer before 1.21).
+PREPARED_STATEMENTS = env.bool("PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let web, worker and scheduler share the file in `make up`.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

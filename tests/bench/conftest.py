@@ -51,3 +51,13 @@ def pytest_sessionfinish(session, exitstatus):
     ]
     lines += [f"| {' | '.join(str(c) for c in cells)} |" for cells in previous.values()]
     path.write_text("\n".join(lines + trailer).rstrip("\n") + "\n")
+
+
+@pytest.fixture
+def deployed_env(process_env):
+    """`process_env` as a deployment runs it: DEBUG off (no query log, no debug cursors), with this test's
+    secret key and credentials keys so that the subprocesses read what the test wrote."""
+    from django.conf import settings
+
+    return {**process_env, "DEBUG": "0", "SECRET_KEY": settings.SECRET_KEY,
+            "CREDENTIALS_KEYS": ",".join(settings.CREDENTIALS_KEYS)}

@@ -48,7 +48,7 @@ def _plain_smtplib(port, messages):
     return seconds
 
 
-def test_end_to_end_throughput(workspace, process_env, redis_conn, report):
+def test_end_to_end_throughput(workspace, deployed_env, redis_conn, report):
     sink = SmtpSink().start()
     try:
         domain = SendingDomain.objects.create(workspace=workspace, name="bench.example")
@@ -65,11 +65,11 @@ def test_end_to_end_throughput(workspace, process_env, redis_conn, report):
 
         port = free_port()
         web = subprocess.Popen([sys.executable, "-m", "gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", "3", "--timeout", "600", "--log-level", "warning"], env=process_env,
+                                "--workers", "3", "--timeout", "600", "--log-level", "warning"], env=deployed_env,
                                cwd=django_settings.BASE_DIR)
         # Long-running workers, as the Procfile's `worker` runs them (started before the clock).
         workers = [subprocess.Popen([sys.executable, "manage.py", "rqworker", "dispatch"],
-                                    env=process_env, cwd=django_settings.BASE_DIR,
+                                    env=deployed_env, cwd=django_settings.BASE_DIR,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(WORKERS)]
         try:
             wait_for_port(port, proc=web, name="gunicorn")
