@@ -65,10 +65,15 @@ class Message(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["to_address"], name="message_to"),  # a recipient's history, in any workspace
-            models.Index(fields=["message_id_header"], name="message_id_header"),  # bounces and the admin search
-            models.Index(fields=["provider_message_id"], name="message_provider_id"),  # provider callbacks
+            # Partial where a value comes later or not at all (ids at hand-off, thread keys when the sequencer
+            # threads): a row without one is not written to the index on intake and on every status change.
+            models.Index(fields=["message_id_header"], name="message_id_header",  # bounces and the admin search
+                         condition=~models.Q(message_id_header="")),
+            models.Index(fields=["provider_message_id"], name="message_provider_id",  # provider callbacks
+                         condition=~models.Q(provider_message_id="")),
             models.Index(fields=["status", "scheduled_at"], name="message_due"),
-            models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread"),
+            models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread",
+                         condition=~models.Q(thread_key="")),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
             models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_sent"),
             models.Index(fields=["mailbox", "scheduled_at"], name="message_mailbox_waiting",
