@@ -193,12 +193,14 @@ def dispatch_mailboxes(mailbox_ids):
     with acting_as(WORKER_ACTOR):
         outcomes = {}
         senders = Senders()
-        while True:
+        while mailbox_ids:
             claimed = _claim(mailbox_ids, batch_size())
             for outcome in _hand_off(claimed, senders):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if len(claimed) < batch_size():
                 break
+            # A paused mailbox's messages went back to waiting: claiming them again would spin. Resume enqueues them.
+            mailbox_ids = [pk for pk in mailbox_ids if pk not in senders.paused]
         return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
 
 
@@ -209,7 +211,7 @@ class Senders:
     plain rows. Pauses are read again before every batch, as hand-off must honour one at once."""
 
     def __init__(self):
-        self.mailboxes, self.keys, self.plain = {}, {}, {}
+        self.mailboxes, self.keys, self.plain, self.paused = {}, {}, {}, set()
 
     def for_batch(self, mailbox_ids) -> dict:
         wanted = set(mailbox_ids)
@@ -265,6 +267,7 @@ def _hand_off(ids, senders=None):
             policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
         except policy.PolicyRejection as rejection:
             outcomes += [_stopped(message, rejection) for message in group]
+            senders.paused.add(first.mailbox_id)
             continue
         transport = transport_for(first.mailbox.provider)
         record = _sent_in_one_statement if senders.plain[first.workspace_id] else _sent

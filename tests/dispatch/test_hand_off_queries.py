@@ -30,3 +30,58 @@ def test_hand_off_reads_in_a_fixed_number_of_statements(api, sending_setup, smtp
     # and no field left out of a batch read is fetched on its own afterwards (Django's refresh_from_db)
     assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(few)
     assert len(smtp_sink.messages) == 12
+
+
+def _queue(api, count, sender):
+    for n in range(count):
+        assert api.post("/api/v1/messages", {"to": f"lead{n}@example.com", "from": sender, "subject": "s", "text": "t"},
+                        format="json").status_code == 202
+
+
+def test_a_pause_during_a_job_holds_its_next_batch(api, sending_setup, smtp_sink, settings, monkeypatch):
+    """A job reads its mailboxes once, but their pauses again before every batch."""
+    from mailboxes.models import Mailbox
+
+    settings.DISPATCH_BATCH_SIZE = 2
+    mailbox = sending_setup["mailboxes"][0]
+    _queue(api, 5, mailbox.address)
+    claim, batches = dispatch._claim, []
+
+    def pause_before_second_batch(*args, **kwargs):
+        if len(batches) == 1:  # the first batch went out: the operator pauses the mailbox meanwhile
+            Mailbox.objects.filter(pk=mailbox.pk).update(status="paused", paused_reason="operator")
+        batches.append(claim(*args, **kwargs))
+        return batches[-1]
+
+    monkeypatch.setattr(dispatch, "_claim", pause_before_second_batch)
+    dispatch.dispatch_mailboxes([mailbox.pk])
+    # The first batch went before the pause. The second found it and gave its messages back, and the job
+    # stopped there rather than claim them again (resuming the mailbox enqueues them).
+    assert Message.objects.filter(status="sent").count() == 2
+    assert Message.objects.filter(status="queued").count() == 3
+    assert len(smtp_sink.messages) == 2
+    assert len(batches) == 2
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_per_message_statements_are_prepared(api, sending_setup, smtp_sink, settings, prepared):
+    settings.PREPARED_STATEMENTS = prepared
+    _queue(api, 3, sending_setup["mailboxes"][0].address)
+    dispatch.dispatch_mailboxes([sending_setup["mailboxes"][0].pk])
+    assert Message.objects.filter(status="sent").count() == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    sent = [s for s in statements if "SET status = 'sent'" in s]
+    claim = [s for s in statements if "SET status = 'sending'" in s]
+    assert (len(sent), len(claim)) == ((1, 1) if prepared else (0, 0)), statements
+
+
+def test_prepared_statements_are_logged_with_their_parameters(api, sending_setup, smtp_sink, settings):
+    settings.PREPARED_STATEMENTS = True
+    mailbox = sending_setup["mailboxes"][0]
+    _queue(api, 1, mailbox.address)
+    with CaptureQueriesContext(connection) as queries:
+        dispatch.dispatch_mailboxes([mailbox.pk])
+    claim = [q["sql"] for q in queries.captured_queries if "SET status = 'sending'" in q["sql"]]
+    assert len(claim) == 1 and mailbox.pk in claim[0], claim[0]
