@@ -162,8 +162,8 @@ def decide_many(*, workspace, requests, now=None, exclude=(), wait=False) -> lis
 def _lock_pinned(workspace, addresses) -> dict:
     if not addresses:
         return {}
-    rows = (Mailbox.objects.for_workspace(workspace).filter(address__in=addresses)
-            .select_for_update(of=("self",)).select_related("warmup_profile", "domain").order_by("pk"))
+    rows = (rotation.candidates().for_workspace(workspace).filter(address__in=addresses)
+            .select_for_update(of=("self",)).order_by("pk"))
     return {m.address: m for m in rows}
 
 
