@@ -4,10 +4,23 @@ RQ's default worker forks a process per job, which costs more than handing off a
 every provider connection after each job. Here jobs share the process, so SMTP connections stay open
 between jobs (one per mailbox, closed when idle), and the database connection is checked before
 and after each job the way Django checks it around a request.
+
+The modules of its jobs and the provider transports are loaded when the worker starts, not by its
+first job, so that a worker started ahead of a burst is ready for it.
 """
+
+from importlib import import_module
 
 from django.db import close_old_connections
 from rq import SimpleWorker
+
+from providers.base import load_transports
+
+JOB_MODULES = ("controlplane.dispatch", "controlplane.webhooks", "mailboxes.jobs")
+
+for module in JOB_MODULES:
+    import_module(module)
+load_transports()
 
 
 class Worker(SimpleWorker):

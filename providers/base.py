@@ -61,9 +61,12 @@ def register(cls):
     return cls
 
 
-def transport_for(connection) -> Transport:
+def load_transports():
     from providers import esp, google_workspace, microsoft_365, smtp  # noqa: F401  (register themselves)
 
+
+def transport_for(connection) -> Transport:
+    load_transports()
     try:
         cls = _REGISTRY[connection.kind]
     except KeyError:
