@@ -103,7 +103,8 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
     """Claims up to `limit` due waiting messages of these mailboxes with a lease (SKIP LOCKED, so
     workers share a backlog without waiting on each other), oldest first; a mailbox with a
     `per_minute_cap` gets no more than its minute allows. A retry is due at its time; a first attempt
-    up to a second early, as its job was queued at once."""
+    up to a second early, as its job was queued at once. Returns the claimed messages (the fields
+    hand-off reads, as the claim left them), oldest first."""
     now = now or timezone.now()
     claimed = []
     with transaction.atomic():
@@ -119,10 +120,11 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
                 _hold_for_minute_cap(mailbox, latest, now)
             else:
                 claimed += _claim_rows([mailbox.pk], allowance, now)
-    return claimed
+    return sorted(claimed, key=lambda m: (m.scheduled_at, m.pk))
 
 
 def _claim_rows(mailbox_ids, limit, now) -> list:
+    """The claim returns the claimed rows' hand-off fields itself: no second read of the messages."""
     table = Message._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     if connection.vendor == "postgresql":  # one statement text for any number of mailboxes: prepared
@@ -135,10 +137,33 @@ def _claim_rows(mailbox_ids, limit, now) -> list:
             f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id {among} "
             f"AND status IN ('queued', 'scheduled', 'deferred') "
             f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
-            f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING id",
+            f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING {_HAND_OFF_COLUMNS}",
             [now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), now, *ids,
              now, now + dt.timedelta(seconds=1), limit])
-        return [row[0] for row in cursor.fetchall()]
+        return _claimed_messages(cursor.fetchall())
+
+
+# The claim's RETURNING list: the hand-off fields in the model's order, as Model.from_db takes them.
+_HAND_OFF = [f for f in Message._meta.concrete_fields if f.name in HAND_OFF_FIELDS]
+_HAND_OFF_COLUMNS = ", ".join(f.column for f in _HAND_OFF)
+
+
+def _claimed_messages(rows) -> list:
+    """Messages from RETURNING rows, built as the ORM builds them (the backend's and the fields'
+    converters applied, the other fields deferred)."""
+    columns = [f.get_col(Message._meta.db_table) for f in _HAND_OFF]
+    converters = [(n, col, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
+                  for n, col in enumerate(columns)]
+    converters = [(n, col, found) for n, col, found in converters if found]
+    names = [f.attname for f in _HAND_OFF]
+    messages = []
+    for row in rows:
+        values = list(row)
+        for n, col, found in converters:
+            for convert in found:
+                values[n] = convert(values[n], col, connection)
+        messages.append(Message.from_db(connection.alias, names, values))
+    return messages
 
 
 def _minute(mailbox, now) -> list:
@@ -242,11 +267,11 @@ class Senders:
              mailbox.workspace.paused, mailbox.workspace.paused_reason) = flags
 
 
-def _hand_off(ids, senders=None):
-    if not ids:
+def _hand_off(messages, senders=None):
+    """Hands off claimed messages (as `_claim` returns them)."""
+    if not messages:
         return []
     senders = senders or Senders()
-    messages = list(Message.objects.filter(pk__in=ids).only(*HAND_OFF_FIELDS).order_by("scheduled_at", "id"))
     mailboxes = senders.for_batch({m.mailbox_id for m in messages})
     for message in messages:
         message.mailbox = mailboxes[message.mailbox_id]
