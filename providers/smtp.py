@@ -1,6 +1,7 @@
 """SMTP hand-off: STARTTLS, implicit TLS or plain; auth; timeouts; one reused connection per mailbox."""
 
 import functools
+import re
 import smtplib
 import socket
 import ssl
@@ -121,8 +122,12 @@ class SmtpTransport(Transport):
 
     @staticmethod
     def _transaction(client, message) -> str:
-        """MAIL, RCPT, DATA; a non-success reply at any step raises with that reply."""
+        """MAIL, RCPT, DATA; a non-success reply at any step raises with that reply. A server that
+        offers PIPELINING (RFC 2920) gets the three commands in one write: two round trips per
+        message instead of four."""
         client.ehlo_or_helo_if_needed()
+        if client.has_extn("pipelining"):
+            return _pipelined(client, message)
         code, text = client.mail(message.mail_from)
         if code != 250:
             raise _classify(code, _text(text))
@@ -141,6 +146,31 @@ class SmtpTransport(Transport):
             _quit(client)
             return
         self._checkin(key, client)
+
+
+def _pipelined(client, message) -> str:
+    """MAIL, RCPT and DATA sent together, their replies read in order (RFC 2920); the first failure
+    is the one reported. A server that accepts DATA after refusing the sender or the recipient gets
+    an empty message ended at once, which it must not deliver (no valid recipient)."""
+    client.send(f"MAIL FROM:{smtplib.quoteaddr(message.mail_from)}\r\n"
+                f"RCPT TO:{smtplib.quoteaddr(message.rcpt_to)}\r\nDATA\r\n")
+    mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
+    refused = next((reply for reply, ok in ((mail, (250,)), (rcpt, (250, 251)), (data, (354,)))
+                    if reply[0] not in ok), None)
+    if refused is not None:
+        if data[0] == 354:
+            client.send(b".\r\n")
+            client.getreply()
+        raise _classify(refused[0], _text(refused[1]))
+    body = _DOT_AT_LINE_START.sub(b"..", message.data)
+    client.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+    code, text = client.getreply()
+    if code != 250:
+        raise _classify(code, _text(text))
+    return f"{code} {_text(text)}"
+
+
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 
 def _text(value) -> str:

@@ -17,9 +17,27 @@ class RecordingHandler:
         self.messages = []
         self.replies = collections.deque()  # scripted DATA replies, e.g. "451 4.3.0 try later"
         self.rcpt_replies = {}  # address -> reply for RCPT
+        self.mail_replies = {}  # sender -> reply for MAIL
+        self.pipelining = True  # offered, as Postfix, Gmail and Microsoft 365 offer it
+        self.data_already_sent = []  # per RCPT: had the client sent DATA before hearing back (pipelining)?
         self.lock = threading.Lock()
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.mail_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.data_already_sent.append(b"DATA" in bytes(server._reader._buffer))
         reply = self.rcpt_replies.get(address.lower())
         if reply:
             return reply
