@@ -34,10 +34,11 @@ WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
 # Due mailboxes share a job up to this many (workers take the jobs in parallel).
 MAILBOXES_PER_JOB = 20
-# What hand-off reads of a message and of its mailbox, domain, workspace and provider.
+# What hand-off reads of a message and of its mailbox, domain, workspace and provider. The policy decision
+# is read only when an attempt is deferred (a statement then, on that rarer path).
 HAND_OFF_FIELDS = ("id", "workspace", "mailbox", "pool", "pinned", "to_address", "from_address", "workload", "subject",
                    "text", "html", "headers", "metadata", "status", "scheduled_at", "reserved_day", "reserved_hour",
-                   "decision", "message_id_header", "attempts")
+                   "message_id_header", "attempts")
 MAILBOX_FIELDS = ("id", "workspace", "domain", "provider", "address", "display_name", "status", "paused_reason",
                   "per_minute_cap", "last_error", "workspace__name", "workspace__slug", "workspace__paused",
                   "workspace__paused_reason", "workspace__sender_identification", "workspace__postal_address",

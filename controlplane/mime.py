@@ -1,5 +1,6 @@
 """Building the message the control plane sends (contract §4.7)."""
 
+import functools
 import re
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -23,13 +24,23 @@ UNSUBSCRIBE_SALT = "controlplane.unsubscribe"
 OUTGOING = SMTP.clone(max_line_length=998)
 
 
+@functools.lru_cache(maxsize=4)
+def _signer(secret_key, fallbacks) -> signing.Signer:
+    return signing.Signer(key=secret_key, fallback_keys=list(fallbacks), salt=UNSUBSCRIBE_SALT)
+
+
+def unsubscribe_signer() -> signing.Signer:
+    """One signer per secret key (and fallbacks) rather than one per message."""
+    return _signer(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
+
+
 def unsubscribe_token(message_id: str) -> str:
-    return signing.Signer(salt=UNSUBSCRIBE_SALT).sign(message_id)
+    return unsubscribe_signer().sign(message_id)
 
 
 def message_id_from_token(token: str) -> str:
     """Raises signing.BadSignature for a forged or altered token."""
-    return signing.Signer(salt=UNSUBSCRIBE_SALT).unsign(token)
+    return unsubscribe_signer().unsign(token)
 
 
 def unsubscribe_url(message_id: str) -> str:

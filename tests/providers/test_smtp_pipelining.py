@@ -1,14 +1,22 @@
 """SMTP hand-off with and without PIPELINING (RFC 2920) against a real aiosmtpd server: the same
 replies reach the same outcomes, a refused step is the one reported, and the connection stays usable."""
 
+import smtplib
+
 import pytest
 
 from providers.base import OutgoingMessage, PermanentError, TransientError, transport_for
 from providers.services import create_connection
+from providers.smtp import quoteaddr
 
-pytestmark = [pytest.mark.django_db, pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "plain"])]
+pytestmark = pytest.mark.django_db
 
 BODY = b"From: ann@mail.acme.com\r\nTo: lead@example.com\r\nSubject: s\r\n\r\nfirst line\r\n.hidden starts with a dot\r\n.\r\nlast"
+
+
+@pytest.fixture(params=[True, False], ids=["pipelined", "plain"])
+def pipelining(request):
+    return request.param
 
 
 @pytest.fixture
@@ -61,3 +69,9 @@ def test_a_deferral_after_the_data_is_transient(transport, smtp_sink):
     assert deferred.value.reply == "452 4.3.1 Insufficient system storage"
     transport.send(_message())
     assert len(smtp_sink.messages) == 1
+
+
+@pytest.mark.parametrize("address", ["ann@mail.acme.com", "first.last+tag@sub.example.co", "o'neil@example.com",
+                                     "Ann <ann@mail.acme.com>", "\"quoted local\"@example.com", "<>", "user@[127.0.0.1]"])
+def test_addresses_are_quoted_as_smtplib_quotes_them(address):
+    assert quoteaddr(address) == smtplib.quoteaddr(address)
