@@ -44,9 +44,6 @@ MAILBOX_FIELDS = ("id", "workspace", "domain", "provider", "address", "display_n
                   "workspace__paused_reason", "workspace__sender_identification", "workspace__postal_address",
                   "domain__name", "domain__paused", "domain__paused_reason")
 PROVIDER_FIELDS = ("id", "kind", "name", "settings", "credentials", "workspace", "updated_at")
-# What a pause is made of (policy.check_pauses), read again before each batch.
-PAUSE_FIELDS = ("id", "status", "paused_reason", "domain__paused", "domain__paused_reason", "workspace__paused",
-                "workspace__paused_reason")
 # A provider's Retry-After is honoured up to this long; past it the regular retry schedule applies.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -125,8 +122,12 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
 
 
 def _claim_rows(mailbox_ids, limit, now) -> list:
-    """The claim returns the claimed rows' hand-off fields itself: no second read of the messages."""
+    """Only mailboxes that may send now (active, domain and workspace not paused) have messages
+    claimed: a pause holds the next batch without its messages being taken and given back. The claim
+    returns the claimed rows' hand-off fields itself: no second read of the messages."""
     table = Message._meta.db_table
+    mailboxes, domains = Mailbox._meta.db_table, Mailbox._meta.get_field("domain").related_model._meta.db_table
+    workspaces = Mailbox._meta.get_field("workspace").related_model._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     if connection.vendor == "postgresql":  # one statement text for any number of mailboxes: prepared
         among, ids = "= ANY(%s)", [list(mailbox_ids)]
@@ -135,7 +136,10 @@ def _claim_rows(mailbox_ids, limit, now) -> list:
     with prepared.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, updated_at = %s "
-            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id {among} "
+            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id IN ("
+            f"SELECT b.id FROM {mailboxes} b JOIN {domains} d ON d.id = b.domain_id "
+            f"JOIN {workspaces} w ON w.id = b.workspace_id "
+            f"WHERE b.id {among} AND b.status = 'active' AND NOT d.paused AND NOT w.paused) "
             f"AND status IN ('queued', 'scheduled', 'deferred') "
             f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
             f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING {_HAND_OFF_COLUMNS}",
@@ -225,7 +229,7 @@ def dispatch_mailboxes(mailbox_ids):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
             if len(claimed) < batch_size():
                 break
-            # A paused mailbox's messages went back to waiting: claiming them again would spin. Resume enqueues them.
+            # A mailbox stopped by a pause gave its messages back: claiming them again would spin. Resume enqueues them.
             mailbox_ids = [pk for pk in mailbox_ids if pk not in senders.paused]
         return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
 
@@ -234,18 +238,17 @@ class Senders:
     """What hand-off needs of one job's mailboxes, read once per job: each mailbox with its workspace
     and domain (only the fields hand-off uses), each provider once (its settings decrypted once, not
     per mailbox), the domains' active DKIM keys and whether a workspace's `message.sent` events are
-    plain rows. Pauses are read again before every batch, as hand-off must honour one at once."""
+    plain rows. Pauses need no second read: each batch's claim takes nothing of a paused mailbox,
+    domain or workspace (one paused between the claim and this read is stopped by `check_pauses`).
+    `paused` holds the mailboxes stopped so, which the job claims no more."""
 
     def __init__(self):
         self.mailboxes, self.keys, self.plain, self.paused = {}, {}, {}, set()
 
     def for_batch(self, mailbox_ids) -> dict:
-        wanted = set(mailbox_ids)
-        known = wanted & self.mailboxes.keys()
-        if known:
-            self._refresh_pauses(known)
-        if wanted - known:
-            self._load(wanted - known)
+        unknown = set(mailbox_ids) - self.mailboxes.keys()
+        if unknown:
+            self._load(unknown)
         return self.mailboxes
 
     def _load(self, ids):
@@ -260,12 +263,6 @@ class Senders:
         self.keys.update(dkim.active_keys({m.domain_id for m in mailboxes.values()} - self.keys.keys()))
         for workspace_id in {m.workspace_id for m in mailboxes.values()} - self.plain.keys():
             self.plain[workspace_id] = _plain_events(workspace_id)
-
-    def _refresh_pauses(self, ids):
-        for pk, *flags in Mailbox.objects.filter(pk__in=ids).values_list(*PAUSE_FIELDS):
-            mailbox = self.mailboxes[pk]
-            (mailbox.status, mailbox.paused_reason, mailbox.domain.paused, mailbox.domain.paused_reason,
-             mailbox.workspace.paused, mailbox.workspace.paused_reason) = flags
 
 
 def _hand_off(messages, senders=None):

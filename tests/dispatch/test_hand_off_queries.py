@@ -85,3 +85,43 @@ def test_prepared_statements_are_logged_with_their_parameters(api, sending_setup
         dispatch.dispatch_mailboxes([mailbox.pk])
     claim = [q["sql"] for q in queries.captured_queries if "SET status = 'sending'" in q["sql"]]
     assert len(claim) == 1 and mailbox.pk in claim[0], claim[0]
+
+
+@pytest.mark.parametrize("paused", ["mailbox", "domain", "workspace"])
+def test_a_paused_sender_has_nothing_claimed(api, sending_setup, smtp_sink, paused):
+    from mailboxes.models import Mailbox, SendingDomain
+    from workspaces.models import Workspace
+
+    mailbox = sending_setup["mailboxes"][0]
+    _queue(api, 3, mailbox.address)
+    if paused == "mailbox":
+        Mailbox.objects.filter(pk=mailbox.pk).update(status="paused", paused_reason="operator")
+    elif paused == "domain":
+        SendingDomain.objects.filter(pk=mailbox.domain_id).update(paused=True, paused_reason="operator")
+    else:
+        Workspace.objects.filter(pk=mailbox.workspace_id).update(paused=True, paused_reason="operator")
+    assert dispatch.dispatch_mailboxes([mailbox.pk]) == "nothing due"
+    # untouched: still waiting, no attempt counted, nothing at the server
+    assert set(Message.objects.values_list("status", "attempts")) == {("queued", 0)}
+    assert smtp_sink.messages == []
+
+
+def test_a_pause_between_claim_and_hand_off_gives_the_batch_back_and_ends_the_job(api, sending_setup, smtp_sink,
+                                                                                   settings, monkeypatch):
+    from mailboxes.models import Mailbox
+
+    settings.DISPATCH_BATCH_SIZE = 2
+    mailbox = sending_setup["mailboxes"][0]
+    _queue(api, 5, mailbox.address)
+    claim, batches = dispatch._claim, []
+
+    def claim_then_pause(*args, **kwargs):
+        batches.append(claim(*args, **kwargs))
+        Mailbox.objects.filter(pk=mailbox.pk).update(status="paused", paused_reason="operator")
+        return batches[-1]
+
+    monkeypatch.setattr(dispatch, "_claim", claim_then_pause)
+    assert dispatch.dispatch_mailboxes([mailbox.pk]) == "2 waiting: mailbox_paused"
+    assert len(batches) == 1  # not claimed again and again
+    assert set(Message.objects.values_list("status", "attempts")) == {("queued", 0)}
+    assert smtp_sink.messages == []
