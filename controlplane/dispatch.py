@@ -13,7 +13,7 @@ import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import DEFERRED, F, Q
 from django.utils import timezone
 
 from audit import services as audit
@@ -160,14 +160,20 @@ def _claimed_messages(rows) -> list:
     converters = [(n, col, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
                   for n, col in enumerate(columns)]
     converters = [(n, col, found) for n, col, found in converters if found]
-    names = [f.attname for f in _HAND_OFF]
+    # A value for every concrete field, DEFERRED where not read, as Model.from_db would lay them out.
+    concrete = Message._meta.concrete_fields
+    slots = [concrete.index(f) for f in _HAND_OFF]
+    names = [f.attname for f in concrete]
     messages = []
     for row in rows:
         values = list(row)
         for n, col, found in converters:
             for convert in found:
                 values[n] = convert(values[n], col, connection)
-        messages.append(Message.from_db(connection.alias, names, values))
+        full = [DEFERRED] * len(concrete)
+        for slot, value in zip(slots, values):
+            full[slot] = value
+        messages.append(Message.from_db(connection.alias, names, full))
     return messages
 
 
