@@ -24,6 +24,11 @@ def _batch(api, count, start, **extra):
     return [q["sql"] for q in queries.captured_queries]
 
 
+def _assert_same_statements(few, many):
+    assert len(few) == len(many), "\n".join(many)
+    assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(many)
+
+
 @pytest.mark.parametrize("strategy", ["round_robin", "weighted", "priority"])
 def test_a_batch_is_placed_in_a_fixed_number_of_statements(api, sending_setup, strategy):
     pool = sending_setup["pool"]
@@ -34,8 +39,7 @@ def test_a_batch_is_placed_in_a_fixed_number_of_statements(api, sending_setup, s
         warmup_profile=ramp, warmup_started_on=timezone.localdate() - dt.timedelta(days=1))
     _batch(api, 3, 0)  # first use: the pool's caches and counters exist from here on
     few, many = _batch(api, 3, 100), _batch(api, 12, 200)
-    assert len(few) == len(many), "\n".join(many)
-    assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(many)
+    _assert_same_statements(few, many)
     assert Message.objects.count() == 18
     assert Message.objects.values("mailbox").distinct().count() == 3
 
@@ -43,8 +47,7 @@ def test_a_batch_is_placed_in_a_fixed_number_of_statements(api, sending_setup, s
 def test_thread_keys_keep_a_batch_to_a_fixed_number_of_statements(api, sending_setup):
     _batch(api, 3, 0, thread_key="t")
     few, many = _batch(api, 3, 100, thread_key="t"), _batch(api, 12, 200, thread_key="t")
-    assert len(few) == len(many), "\n".join(many)
-    assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(many)
+    _assert_same_statements(few, many)
     assert Message.objects.values("mailbox").distinct().count() == 1
 
 
@@ -52,6 +55,5 @@ def test_pinned_sends_keep_a_batch_to_a_fixed_number_of_statements(api, sending_
     sender = sending_setup["mailboxes"][1].address
     _batch(api, 3, 0, **{"from": sender})
     few, many = _batch(api, 3, 100, **{"from": sender}), _batch(api, 12, 200, **{"from": sender})
-    assert len(few) == len(many), "\n".join(many)
-    assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(many)
+    _assert_same_statements(few, many)
     assert set(Message.objects.values_list("mailbox", flat=True)) == {sending_setup["mailboxes"][1].pk}
