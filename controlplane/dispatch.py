@@ -20,7 +20,7 @@ from audit import services as audit
 from audit.context import Actor, acting_as
 from controlplane import events, mime, policy, prepared
 from controlplane.ids import new_id
-from controlplane.models import Event, Message
+from controlplane.models import HANDED_OFF_STATUSES, Event, Message
 from controlplane.queues import queue
 from mailboxes.models import Mailbox
 from mailboxes.dns import dkim
@@ -182,7 +182,8 @@ def _minute(mailbox, now) -> list:
     `per_minute_cap` of them; one still in flight counts as handed off now."""
     cap = mailbox.per_minute_cap
     in_flight = Message.objects.filter(mailbox_id=mailbox.pk, status="sending").count()
-    recent = (Message.objects.filter(mailbox_id=mailbox.pk, sent_at__gt=now - dt.timedelta(seconds=60))
+    recent = (Message.objects.filter(mailbox_id=mailbox.pk, status__in=HANDED_OFF_STATUSES,
+                                     sent_at__gt=now - dt.timedelta(seconds=60))
               .order_by("-sent_at").values_list("sent_at", flat=True)[:cap])
     return ([now] * in_flight + list(recent))[:cap]
 

@@ -75,10 +75,10 @@ class Message(models.Model):
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread",
                          condition=~models.Q(thread_key="")),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
-            models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_sent"),
             models.Index(fields=["mailbox", "scheduled_at"], name="message_mailbox_waiting",
                          condition=models.Q(status__in=["queued", "scheduled", "deferred"])),
-            # Health rates count a mailbox's handed-off sends in a time range from this index alone.
+            # A mailbox's handed-off sends in a time range (health rates, the per-minute cap, bounce matching),
+            # from this index alone. Only handed-off messages have a `sent_at`, so no index of every row is needed.
             models.Index(fields=["mailbox", "sent_at"], name="message_mailbox_handed_off",
                          condition=models.Q(status__in=HANDED_OFF_STATUSES, sent_at__isnull=False)),
         ]

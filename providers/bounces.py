@@ -116,7 +116,7 @@ def is_report(content_type_header: bytes) -> bool:
 
 def record_dsn(*, mailbox, dsn: Dsn, event_key: str) -> list:
     """Records each problem recipient of `dsn` against the message it reports on; returns those messages."""
-    from controlplane.models import Message
+    from controlplane.models import HANDED_OFF_STATUSES, Message
 
     matched = []
     for item in dsn.recipients:
@@ -131,7 +131,8 @@ def record_dsn(*, mailbox, dsn: Dsn, event_key: str) -> list:
         message = match_message(mailbox.workspace, event, mailbox=mailbox) if dsn.original_message_id else None
         if message is None:
             since = timezone.now() - dt.timedelta(days=FALLBACK_MATCH_DAYS)
-            message = (Message.objects.filter(mailbox=mailbox, to_address__iexact=item.recipient, sent_at__gte=since)
+            message = (Message.objects.filter(mailbox=mailbox, to_address__iexact=item.recipient,
+                                              status__in=HANDED_OFF_STATUSES, sent_at__gte=since)
                        .order_by("-sent_at").first())
         if message is None:
             continue

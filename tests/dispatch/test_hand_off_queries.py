@@ -1,5 +1,6 @@
-"""Hand-off reads each message and each mailbox (with its domain, workspace and provider) in one
-statement per batch: nothing is loaded again field by field."""
+"""Hand-off's statements: the claim returns its messages, each mailbox (with its domain, workspace and
+provider) is read once per job, one prepared statement records each hand-off, nothing is loaded again
+field by field; and how pauses stop a job."""
 
 import pytest
 from django.db import connection
@@ -39,7 +40,8 @@ def _queue(api, count, sender):
 
 
 def test_a_pause_during_a_job_holds_its_next_batch(api, sending_setup, smtp_sink, settings, monkeypatch):
-    """A job reads its mailboxes once, but their pauses again before every batch."""
+    """A job reads its mailboxes once, yet a pause holds its very next batch: the claim takes nothing of a
+    paused mailbox."""
     from mailboxes.models import Mailbox
 
     settings.DISPATCH_BATCH_SIZE = 2
@@ -55,8 +57,8 @@ def test_a_pause_during_a_job_holds_its_next_batch(api, sending_setup, smtp_sink
 
     monkeypatch.setattr(dispatch, "_claim", pause_before_second_batch)
     dispatch.dispatch_mailboxes([mailbox.pk])
-    # The first batch went before the pause. The second found it and gave its messages back, and the job
-    # stopped there rather than claim them again (resuming the mailbox enqueues them).
+    # The first batch went before the pause; the second claim found nothing to take, and the job ended
+    # (resuming the mailbox enqueues the rest).
     assert Message.objects.filter(status="sent").count() == 2
     assert Message.objects.filter(status="queued").count() == 3
     assert len(smtp_sink.messages) == 2

@@ -1,5 +1,6 @@
-"""Message ids and thread keys are indexed only where they are set, and the lookups that need them
-(provider reports, bounces, thread stickiness) still read those indexes rather than the table."""
+"""Message ids, thread keys and hand-off times are indexed only where they are set, and the lookups
+that need them (provider reports, bounces, thread stickiness, the per-minute cap) still read those
+indexes rather than the table."""
 
 import datetime as dt
 
@@ -64,3 +65,21 @@ def test_thread_stickiness_reads_the_partial_thread_index(workspace, messages):
     assert found == {"thread-5": messages[5].mailbox_id, "thread-7": messages[7].mailbox_id}
     plan = _plan(queries.captured_queries[0]["sql"])
     assert "message_thread" in plan and "Seq Scan" not in plan, plan
+
+
+def test_the_per_minute_cap_counts_recent_hand_offs_from_the_handed_off_index(workspace, sending_setup, messages):
+    from controlplane import dispatch
+    from mailboxes.models import Mailbox
+
+    mailbox = sending_setup["mailboxes"][0]
+    now = timezone.now()
+    Message.objects.filter(pk__in=[m.pk for m in messages[:5]]).update(status="sent", sent_at=now - dt.timedelta(seconds=10))
+    Message.objects.filter(pk=messages[5].pk).update(status="delivered", sent_at=now - dt.timedelta(seconds=90))
+    Mailbox.objects.filter(pk=mailbox.pk).update(per_minute_cap=3)
+    mailbox.refresh_from_db()
+    with CaptureQueriesContext(connection) as queries:
+        latest = dispatch._minute(mailbox, now)
+    assert latest == [now - dt.timedelta(seconds=10)] * 3  # the minute is full: three hand-offs within it
+    recent = next(q["sql"] for q in queries.captured_queries if "sent_at" in q["sql"])
+    plan = _plan(recent)
+    assert "message_mailbox_handed_off" in plan and "Seq Scan" not in plan, plan
