@@ -21,10 +21,10 @@ CHUNK = 16
 # Columns placement never reads (health state, diagnostics, DNS check results, timestamps): left out
 # of the candidate reads, which a batch makes for up to a thousand mailboxes. Tested: nothing reads one
 # of them afterwards (it would cost a statement per mailbox).
-_HEALTH = ("health_warning", "health_warning_rules", "breaker_rule", "resume_at", "health_since", "created_at",
-           "updated_at")
-UNUSED_IN_PLANNING = (*_HEALTH, "last_error", *(f"domain__{f}" for f in (
-    *_HEALTH, "checked_at", "checks", "check_pause_reason")))
+_HEALTH_AND_TIMESTAMPS = ("health_warning", "health_warning_rules", "breaker_rule", "resume_at", "health_since",
+                          "created_at", "updated_at")  # on mailboxes and domains alike
+UNUSED_IN_PLANNING = (*_HEALTH_AND_TIMESTAMPS, "last_error", *(f"domain__{f}" for f in (
+    *_HEALTH_AND_TIMESTAMPS, "checked_at", "checks", "check_pause_reason")))
 
 
 def candidates():
