@@ -5,6 +5,7 @@ re-checks everything. `reconcile` re-enqueues due messages that have no live job
 releases expired leases, so a worker crash or a Redis flush loses nothing.
 """
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -299,20 +300,27 @@ def _hand_off(messages, senders=None):
             outcomes += [_stopped(message, rejection) for message in group]
             senders.paused.add(first.mailbox_id)
             continue
-        transport = transport_for(first.mailbox.provider)
         record = _sent_in_one_statement if senders.plain[first.workspace_id] else _sent
-        for n, message in enumerate(group):
-            if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
-                _give_back(group[n:])
-                outcomes.append("given back")
-                break
-            if message.to_address in blocked[message.workspace_id]:
-                outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
-                continue
-            outcome = _send(message, transport, senders.keys.get(first.mailbox.domain_id), record)
-            if outcome == "sent":
-                sent_from.add(first.mailbox_id)
-            outcomes.append(outcome)
+        key = senders.keys.get(first.mailbox.domain_id)
+
+        def outgoing(group=group):
+            """The group's messages as they go out (each built when the transport is ready for it)."""
+            for n, message in enumerate(group):
+                if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
+                    _give_back(group[n:])
+                    outcomes.append("given back")
+                    return
+                if message.to_address in blocked[message.workspace_id]:
+                    outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
+                    continue
+                yield message, _outgoing(message, key)
+
+        with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing())) as results:
+            for message, result in results:
+                outcome = _recorded(message, result, record)
+                if outcome == "sent":
+                    sent_from.add(first.mailbox_id)
+                outcomes.append(outcome)
     # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
     recovered = [pk for pk in sent_from if mailboxes[pk].last_error]
     if recovered:
@@ -322,18 +330,20 @@ def _hand_off(messages, senders=None):
     return outcomes
 
 
-def _send(message, transport, key, record):
+def _outgoing(message, key) -> OutgoingMessage:
     if not message.message_id_header:
         message.message_id_header = mime.message_id_header(message)
-    outgoing = OutgoingMessage(mail_from=message.mailbox.address, rcpt_to=message.to_address,
-                               data=mime.build(message, dkim_key=key), message_id=message.message_id_header,
-                               mailbox_id=message.mailbox_id)
-    try:
-        result = transport.send(outgoing)
-    except TransientError as exc:
-        return _transient(message, exc)
-    except PermanentError as exc:
-        return _failed(message, exc.reply, release=True)
+    return OutgoingMessage(mail_from=message.mailbox.address, rcpt_to=message.to_address,
+                           data=mime.build(message, dkim_key=key), message_id=message.message_id_header,
+                           mailbox_id=message.mailbox_id)
+
+
+def _recorded(message, result, record) -> str:
+    """Records what the provider answered for one message (a SendResult or the TransportError it raised)."""
+    if isinstance(result, TransientError):
+        return _transient(message, result)
+    if isinstance(result, PermanentError):
+        return _failed(message, result.reply, release=True)
     return record(message, result)
 
 

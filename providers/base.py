@@ -49,8 +49,25 @@ class Transport:
     def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
 
+    def send_many(self, items):
+        """(tag, OutgoingMessage) pairs in, (tag, SendResult or TransportError) out, in the same order.
+
+        A generator: it takes the next pair only when it is ready to send it, so the caller may prepare
+        each message as it goes. Close it (`contextlib.closing`) when stopping early. This default sends
+        one at a time; a transport that can overlap messages (SMTP PIPELINING) overrides it."""
+        for tag, message in items:
+            yield tag, outcome(self.send, message)
+
     def close(self):
         pass
+
+
+def outcome(send, message):
+    """What `send(message)` returned, or the TransportError it raised."""
+    try:
+        return send(message)
+    except TransportError as exc:
+        return exc
 
 
 _REGISTRY = {}

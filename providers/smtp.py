@@ -1,4 +1,5 @@
-"""SMTP hand-off: STARTTLS, implicit TLS or plain; auth; timeouts; one reused connection per mailbox."""
+"""SMTP hand-off: STARTTLS, implicit TLS or plain; auth; timeouts; one reused connection per mailbox,
+its messages pipelined one into the next when the server offers PIPELINING."""
 
 import functools
 import re
@@ -8,7 +9,9 @@ import ssl
 import threading
 import time
 
-from providers.base import OutgoingMessage, PermanentError, SendResult, TransientError, Transport, register
+from providers.base import (
+    OutgoingMessage, PermanentError, SendResult, TransientError, Transport, TransportError, register,
+)
 
 TIMEOUT_SECONDS = 30  # per socket operation; settings.SMTP_TIMEOUT_SECONDS overrides it
 IDLE_SECONDS = 60
@@ -70,6 +73,7 @@ class SmtpTransport(Transport):
             credentials = self.connection.credentials or {}
             if credentials.get("username"):
                 client.login(credentials["username"], credentials["password"])
+            client.ehlo_or_helo_if_needed()  # implicit TLS without login has not greeted yet
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(f"SMTP authentication failed: {exc.smtp_code} {exc.smtp_error!r}",
                                  reply=f"{exc.smtp_code} {exc.smtp_error!r}")
@@ -98,75 +102,178 @@ class SmtpTransport(Transport):
             _quit(old[0])
 
     def send(self, message: OutgoingMessage) -> SendResult:
-        key, client, reused = self._checkout(message.mailbox_id)
+        [(_, result)] = self.send_many([(None, message)])
+        if isinstance(result, TransportError):
+            raise result
+        return result
+
+    def send_many(self, items):
+        """One message after another over each mailbox's connection (see `_Exchange`)."""
+        exchange = _Exchange(self)
         try:
+            for tag, message in items:
+                yield from exchange.add(tag, message)
+            yield from exchange.end()
+        finally:
+            exchange.drop()  # stopped early: what is left of the exchange is abandoned
+
+
+class _ConnectionLost(Exception):
+    """The server hung up (or said it would: 421) before this message's content was written."""
+
+
+class _Exchange:
+    """Messages over one connection at a time, in the order given.
+
+    A server that offers PIPELINING (RFC 2920) gets MAIL, RCPT and DATA in one write, and a message's
+    content, its end and the next message's MAIL, RCPT and DATA in one write too (§3.1 lets message
+    content open a command group): one round trip per message of a burst, where a server without it
+    takes four. The server reads the next envelope while the caller records the last result. A
+    message's content is written only once its envelope was accepted. A connection the server closed
+    before a message's content was written (an idle one it dropped, a cap on messages per connection)
+    is replaced once for that message; after its content was written, a lost connection is a
+    transient failure, never a second copy."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.key = self.client = None
+        self.pending = None  # (tag, message) whose DATA the server accepted: its content goes with the next write
+
+    def add(self, tag, message, *, again=False):
+        if self.client is not None and self.key != self.transport._key(message.mailbox_id):
+            yield from self.end()
+        if self.client is None:
             try:
-                reply = self._transaction(client, message)
-            except smtplib.SMTPServerDisconnected:
-                if not reused:
-                    raise
-                _quit(client)
-                client = self._open()
-                reply = self._transaction(client, message)
-        except (TransientError, PermanentError):
-            self._reset_or_drop(key, client)
-            raise
-        except smtplib.SMTPResponseException as exc:
-            _quit(client)
-            raise _classify(exc.smtp_code, _text(exc.smtp_error))
-        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
-            _quit(client)
-            raise TransientError(f"The SMTP connection failed: {exc}")
-        self._checkin(key, client)
-        return SendResult(provider_message_id=message.message_id, response=reply)
-
-    @staticmethod
-    def _transaction(client, message) -> str:
-        """MAIL, RCPT, DATA; a non-success reply at any step raises with that reply. A server that
-        offers PIPELINING (RFC 2920) gets the three commands in one write: two round trips per
-        message instead of four."""
-        client.ehlo_or_helo_if_needed()
-        if client.has_extn("pipelining"):
-            return _pipelined(client, message)
-        code, text = client.mail(message.mail_from)
-        if code != 250:
-            raise _classify(code, _text(text))
-        code, text = client.rcpt(message.rcpt_to)
-        if code not in (250, 251):
-            raise _classify(code, _text(text))
-        code, text = client.data(message.data)
-        if code != 250:
-            raise _classify(code, _text(text))
-        return f"{code} {_text(text)}"
-
-    def _reset_or_drop(self, key, client):
+                self.key, self.client, _ = self.transport._checkout(message.mailbox_id)
+            except TransportError as exc:
+                yield tag, exc
+                return
+        pipelining = self.client.has_extn("pipelining")
+        pending, self.pending = self.pending, None
         try:
-            client.rset()
-        except Exception:  # noqa: BLE001 - the connection is unusable: drop it
-            _quit(client)
+            if pipelining:
+                self.client.send((_content(pending[1]) if pending else b"") + _envelope(message))
+                if pending is not None:
+                    result = _final_reply(self.client, pending[1])
+                    tag_before, pending = pending[0], None
+                    yield tag_before, result
+                    if isinstance(result, TransportError) and result.reply.startswith("421"):
+                        raise _ConnectionLost(result.reply)
+                refusal = _envelope_refusal(self.client)
+            else:
+                refusal = _stepwise_envelope(self.client, message)
+            if refusal is not None and refusal.reply.startswith("421"):
+                raise _ConnectionLost(refusal.reply)
+        except (OSError, smtplib.SMTPException, _ConnectionLost) as exc:
+            self.drop()
+            if pending is not None:  # its content was written: whether it arrived is not known
+                yield pending[0], _lost(exc)
+            if again:
+                yield tag, _lost(exc)
+            else:  # nothing of this message reached the server: once more, over a new connection
+                yield from self.add(tag, message, again=True)
             return
-        self._checkin(key, client)
+        if refusal is not None:
+            self.reset()
+            yield tag, refusal
+        elif pipelining:
+            self.pending = (tag, message)
+        else:
+            yield tag, self.content(message)
+
+    def content(self, message):
+        """Writes the message's content and reads the server's answer to it."""
+        try:
+            self.client.send(_content(message))
+            result = _final_reply(self.client, message)
+        except (OSError, smtplib.SMTPException) as exc:
+            self.drop()
+            return _lost(exc)
+        if isinstance(result, TransportError) and result.reply.startswith("421"):
+            self.drop()
+        return result
+
+    def end(self):
+        """Ends the last message and returns the connection to the pool."""
+        pending, self.pending = self.pending, None
+        result = self.content(pending[1]) if pending is not None else None
+        if self.client is not None:
+            self.transport._checkin(self.key, self.client)
+            self.client = None
+        if pending is not None:
+            yield pending[0], result
+
+    def reset(self):
+        """RSET after a refused envelope; a connection that cannot is dropped."""
+        try:
+            code, _ = self.client.rset()
+        except (OSError, smtplib.SMTPException):
+            code = None
+        if code != 250:
+            self.drop()
+
+    def drop(self):
+        """Closes the connection without QUIT: the server may be waiting for a message's content, which
+        it then discards."""
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self.client = None
 
 
-def _pipelined(client, message) -> str:
-    """MAIL, RCPT and DATA sent together, their replies read in order (RFC 2920); the first failure
-    is the one reported. A server that accepts DATA after refusing the sender or the recipient gets
-    an empty message ended at once, which it must not deliver (no valid recipient)."""
-    client.send(f"MAIL FROM:{quoteaddr(message.mail_from)}\r\nRCPT TO:{quoteaddr(message.rcpt_to)}\r\nDATA\r\n")
-    mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
-    refused = next((reply for reply, ok in ((mail, (250,)), (rcpt, (250, 251)), (data, (354,)))
-                    if reply[0] not in ok), None)
-    if refused is not None:
-        if data[0] == 354:
-            client.send(b".\r\n")
-            client.getreply()
-        raise _classify(refused[0], _text(refused[1]))
+def _lost(exc) -> TransientError:
+    if isinstance(exc, _ConnectionLost):
+        return TransientError(f"The SMTP server closed the connection: {exc}", reply=str(exc))
+    return TransientError(f"The SMTP connection failed: {exc}")
+
+
+def _envelope(message) -> bytes:
+    return f"MAIL FROM:{quoteaddr(message.mail_from)}\r\nRCPT TO:{quoteaddr(message.rcpt_to)}\r\nDATA\r\n".encode()
+
+
+def _content(message) -> bytes:
+    """The message's data, dot-stuffed, and the line that ends it."""
     body = _DOT_AT_LINE_START.sub(b"..", message.data)
-    client.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+    return body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+
+_ENVELOPE_ACCEPTED = ((250,), (250, 251), (354,))  # MAIL, RCPT, DATA
+
+
+def _envelope_refusal(client):
+    """Reads the replies to a pipelined MAIL, RCPT and DATA: None when the server waits for the content,
+    else the error of the first refused step (after ending at once a DATA a broken server accepted
+    regardless: with no valid recipient it must not deliver it)."""
+    replies = [client.getreply() for _ in _ENVELOPE_ACCEPTED]
+    refused = next((reply for reply, ok in zip(replies, _ENVELOPE_ACCEPTED) if reply[0] not in ok), None)
+    if refused is None:
+        return None
+    if replies[2][0] == 354:
+        client.send(b".\r\n")
+        client.getreply()
+    return _classify(refused[0], _text(refused[1]))
+
+
+def _stepwise_envelope(client, message):
+    """MAIL, RCPT and DATA each awaiting its reply (a server without PIPELINING): None when the server
+    waits for the content, else the error of the refused step."""
+    commands = (f"MAIL FROM:{quoteaddr(message.mail_from)}", f"RCPT TO:{quoteaddr(message.rcpt_to)}", "DATA")
+    for command, ok in zip(commands, _ENVELOPE_ACCEPTED):
+        client.putcmd(command)
+        code, text = client.getreply()
+        if code not in ok:
+            return _classify(code, _text(text))
+    return None
+
+
+def _final_reply(client, message):
+    """The reply to the end of a message's content: its SendResult, or the error it means."""
     code, text = client.getreply()
     if code != 250:
-        raise _classify(code, _text(text))
-    return f"{code} {_text(text)}"
+        return _classify(code, _text(text))
+    return SendResult(provider_message_id=message.message_id, response=f"{code} {_text(text)}")
 
 
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")

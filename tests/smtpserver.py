@@ -1,7 +1,9 @@
 """A real SMTP server (aiosmtpd) on loopback that records what it receives and can be told how to answer."""
 
+import asyncio
 import collections
 import threading
+import time
 
 import logging
 
@@ -20,15 +22,26 @@ class RecordingHandler:
         self.mail_replies = {}  # sender -> reply for MAIL
         self.pipelining = True  # offered, as Postfix, Gmail and Microsoft 365 offer it
         self.data_already_sent = []  # per RCPT: had the client sent DATA before hearing back (pipelining)?
+        self.next_already_sent = []  # per message received: had the client sent the next MAIL with its end?
+        self.hang_up_after = None  # 421 and close at the next MAIL after this many messages on a connection
+        self.connections = 0
+        self.servers = []  # the server side of each connection
+        self.vanish_after_data = 0  # this many times: take a message, then drop the connection before answering
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        if session.host_name is None:
+            self.connections += 1
+            self.servers.append(server)
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.hang_up_after is not None and getattr(session, "received", 0) >= self.hang_up_after:
+            asyncio.get_running_loop().call_soon(server.transport.close)  # once this reply is written
+            return "421 4.7.0 Too many messages on this connection, closing"
         reply = self.mail_replies.get(address.lower())
         if reply:
             return reply
@@ -51,6 +64,11 @@ class RecordingHandler:
                 if not reply.startswith("250"):
                     return reply
             self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+            self.next_already_sent.append(b"MAIL FROM" in bytes(server._reader._buffer))
+        session.received = getattr(session, "received", 0) + 1
+        if self.vanish_after_data:
+            self.vanish_after_data -= 1
+            server.transport.abort()  # the reply below is never written
         return "250 2.0.0 Ok: queued as TEST"
 
 
@@ -66,6 +84,12 @@ class SmtpSink:
 
     def stop(self):
         self.controller.stop()
+
+    def hang_up_all(self):
+        """Closes every open connection without a word, as a server does with idle ones."""
+        for server in self.handler.servers:
+            self.controller.loop.call_soon_threadsafe(server.transport.close)
+        time.sleep(0.1)
 
     @property
     def messages(self):
