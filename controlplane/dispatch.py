@@ -7,6 +7,7 @@ releases expired leases, so a worker crash or a Redis flush loses nothing.
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -292,35 +293,9 @@ def _hand_off(messages, senders=None):
     blocked = {ws: suppression.suppressed_many(group[0].workspace, [m.to_address for m in group])
                for ws, group in by_workspace.items()}
     outcomes, sent_from = [], set()
-    for group in by_mailbox.values():
-        first = group[0]
-        try:
-            policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
-        except policy.PolicyRejection as rejection:
-            outcomes += [_stopped(message, rejection) for message in group]
-            senders.paused.add(first.mailbox_id)
-            continue
-        record = _sent_in_one_statement if senders.plain[first.workspace_id] else _sent
-        key = senders.keys.get(first.mailbox.domain_id)
-
-        def outgoing(group=group):
-            """The group's messages as they go out (each built when the transport is ready for it)."""
-            for n, message in enumerate(group):
-                if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
-                    _give_back(group[n:])
-                    outcomes.append("given back")
-                    return
-                if message.to_address in blocked[message.workspace_id]:
-                    outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
-                    continue
-                yield message, _outgoing(message, key)
-
-        with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing())) as results:
-            for message, result in results:
-                outcome = _recorded(message, result, record)
-                if outcome == "sent":
-                    sent_from.add(first.mailbox_id)
-                outcomes.append(outcome)
+    with prepared.cursor() as cursor:  # one for the batch's records
+        for group in by_mailbox.values():
+            _hand_off_group(group, senders, cursor, deadline, blocked, outcomes, sent_from)
     # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
     recovered = [pk for pk in sent_from if mailboxes[pk].last_error]
     if recovered:
@@ -328,6 +303,41 @@ def _hand_off(messages, senders=None):
         for pk in recovered:
             mailboxes[pk].last_error = ""
     return outcomes
+
+
+def _hand_off_group(group, senders, cursor, deadline, blocked, outcomes, sent_from):
+    """One mailbox's claimed messages, as one burst over its provider connection."""
+    first = group[0]
+    try:
+        policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
+    except policy.PolicyRejection as rejection:
+        outcomes += [_stopped(message, rejection) for message in group]
+        senders.paused.add(first.mailbox_id)
+        return
+    if senders.plain[first.workspace_id]:
+        record = functools.partial(_sent_in_one_statement, cursor=cursor)
+    else:
+        record = _sent
+    key = senders.keys.get(first.mailbox.domain_id)
+
+    def outgoing():
+        """The group's messages as they go out (each built when the transport is ready for it)."""
+        for n, message in enumerate(group):
+            if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
+                _give_back(group[n:])
+                outcomes.append("given back")
+                return
+            if message.to_address in blocked[message.workspace_id]:
+                outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
+                continue
+            yield message, _outgoing(message, key)
+
+    with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing())) as results:
+        for message, result in results:
+            outcome = _recorded(message, result, record)
+            if outcome == "sent":
+                sent_from.add(first.mailbox_id)
+            outcomes.append(outcome)
 
 
 def _outgoing(message, key) -> OutgoingMessage:
@@ -378,20 +388,20 @@ def _plain_events(workspace_id) -> bool:
             and not WebhookEndpoint.objects.filter(workspace_id=workspace_id).exists())
 
 
-def _sent_in_one_statement(message, result):
+_SENT = (f"WITH sent AS (UPDATE {Message._meta.db_table} SET status = 'sent', sent_at = %s, provider_message_id = %s, "
+         f"provider_response = %s, message_id_header = %s, lease_expires_at = NULL, updated_at = %s "
+         f"WHERE id = %s RETURNING id, workspace_id) "
+         f"INSERT INTO {Event._meta.db_table} (id, workspace_id, message_id, type, occurred_at, data) "
+         f"SELECT %s, workspace_id, id, 'message.sent', %s, %s::jsonb FROM sent")
+
+
+def _sent_in_one_statement(message, result, cursor):
     """`_sent` as one prepared statement (the status change and its event commit together), which saves
-    four round trips per message when nothing else must happen in the transaction."""
+    four round trips per message when nothing else must happen in the transaction. `cursor`: a
+    `prepared.cursor()` the caller keeps for its batch."""
     now = timezone.now()
-    table, event_table = Message._meta.db_table, Event._meta.db_table
-    with prepared.cursor() as cursor:
-        cursor.execute(
-            f"WITH sent AS (UPDATE {table} SET status = 'sent', sent_at = %s, provider_message_id = %s, "
-            f"provider_response = %s, message_id_header = %s, lease_expires_at = NULL, updated_at = %s "
-            f"WHERE id = %s RETURNING id, workspace_id) "
-            f"INSERT INTO {event_table} (id, workspace_id, message_id, type, occurred_at, data) "
-            f"SELECT %s, workspace_id, id, 'message.sent', %s, %s::jsonb FROM sent",
-            [now, result.provider_message_id, result.response[:2000], message.message_id_header, now, message.pk,
-             new_id("evt"), now, json.dumps(_sent_data(message, result))])
+    cursor.execute(_SENT, [now, result.provider_message_id, result.response[:2000], message.message_id_header, now,
+                           message.pk, new_id("evt"), now, json.dumps(_sent_data(message, result))])
     return "sent"
 
 
