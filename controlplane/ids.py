@@ -8,15 +8,18 @@ import os
 import time
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_PAIRS = [high + low for high in ALPHABET for low in ALPHABET]  # two digits for each 10-bit number
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 def new_id(prefix: str) -> str:
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{encode((int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), 'big'))}"
+
+
+def encode(value: int) -> str:
+    """The 128-bit `value` as 26 base32 digits, most significant first (130 bits, the first two zero),
+    written two digits at a time."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def id_field(prefix: str):
