@@ -149,10 +149,16 @@ class _Exchange:
                 yield tag, exc
                 return
         pipelining = self.client.has_extn("pipelining")
+        commands = _envelope(message, smtputf8=self.client.has_extn("smtputf8"))
         pending, self.pending = self.pending, None
+        if isinstance(commands, TransportError):  # nothing of it can be written: the last message ends alone
+            if pending is not None:
+                yield pending[0], self.content(pending[1])
+            yield tag, commands
+            return
         try:
             if pipelining:
-                self.client.send((_content(pending[1]) if pending else b"") + _envelope(message))
+                self.client.send((_content(pending[1]) if pending else b"") + b"".join(commands))
                 if pending is not None:
                     result = _final_reply(self.client, pending[1])
                     tag_before, pending = pending[0], None
@@ -161,7 +167,7 @@ class _Exchange:
                         raise _ConnectionLost(result.reply)
                 refusal = _envelope_refusal(self.client)
             else:
-                refusal = _stepwise_envelope(self.client, message)
+                refusal = _stepwise_envelope(self.client, commands)
             if refusal is not None and refusal.reply.startswith("421"):
                 raise _ConnectionLost(refusal.reply)
         except (OSError, smtplib.SMTPException, _ConnectionLost) as exc:
@@ -229,8 +235,30 @@ def _lost(exc) -> TransientError:
     return TransientError(f"The SMTP connection failed: {exc}")
 
 
-def _envelope(message) -> bytes:
-    return f"MAIL FROM:{quoteaddr(message.mail_from)}\r\nRCPT TO:{quoteaddr(message.rcpt_to)}\r\nDATA\r\n".encode()
+def _envelope(message, *, smtputf8: bool):
+    """MAIL, RCPT and DATA as the lines to write, or the PermanentError of an address the server cannot
+    take: an internationalised domain goes as its ASCII form (IDNA), a non-ASCII local part only to
+    a server that offers SMTPUTF8 (RFC 6531), which the MAIL command then asks for."""
+    sender, recipient = _envelope_address(message.mail_from, smtputf8), _envelope_address(message.rcpt_to, smtputf8)
+    if sender is None or recipient is None:
+        address = message.mail_from if sender is None else message.rcpt_to
+        return PermanentError(f"The SMTP server does not offer SMTPUTF8, which the address {address} needs.",
+                              reply=f"SMTPUTF8 not offered: {address}")
+    utf8 = " SMTPUTF8" if not (sender + recipient).isascii() else ""
+    return [f"MAIL FROM:{quoteaddr(sender)}{utf8}\r\n".encode(), f"RCPT TO:{quoteaddr(recipient)}\r\n".encode(),
+            b"DATA\r\n"]
+
+
+def _envelope_address(address: str, smtputf8: bool):
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return f"{local}@{domain}" if local.isascii() or smtputf8 else None
 
 
 def _content(message) -> bytes:
@@ -256,12 +284,11 @@ def _envelope_refusal(client):
     return _classify(refused[0], _text(refused[1]))
 
 
-def _stepwise_envelope(client, message):
+def _stepwise_envelope(client, commands):
     """MAIL, RCPT and DATA each awaiting its reply (a server without PIPELINING): None when the server
     waits for the content, else the error of the refused step."""
-    commands = (f"MAIL FROM:{quoteaddr(message.mail_from)}", f"RCPT TO:{quoteaddr(message.rcpt_to)}", "DATA")
     for command, ok in zip(commands, _ENVELOPE_ACCEPTED):
-        client.putcmd(command)
+        client.send(command)
         code, text = client.getreply()
         if code not in ok:
             return _classify(code, _text(text))

@@ -73,10 +73,10 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self):
+    def __init__(self, *, smtputf8=False):
         self.handler = RecordingHandler()
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
 
     def start(self):
         self.controller.start()

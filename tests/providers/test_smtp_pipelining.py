@@ -148,3 +148,30 @@ def test_a_connection_lost_after_the_content_is_not_sent_again_by_the_transport(
     assert results["c@example.com"].response.startswith("250")
     assert smtp_sink.recipients() == ["a@example.com", "b@example.com", "c@example.com"]
     assert smtp_sink.handler.connections == 2
+
+
+def test_internationalised_addresses_go_as_the_server_allows(transport, smtp_sink):
+    """An IDN domain travels as its ASCII form; a non-ASCII local part needs SMTPUTF8, which this server
+    does not offer: that message alone fails for good, nothing of it written, the burst goes on."""
+    results = dict(_burst(transport, ["lead@bücher.example", "jörg@example.com", "after@example.com"]))
+    assert results["lead@bücher.example"].response.startswith("250")
+    assert isinstance(results["jörg@example.com"], PermanentError)
+    assert "SMTPUTF8" in str(results["jörg@example.com"])
+    assert results["after@example.com"].response.startswith("250")
+    assert smtp_sink.recipients() == ["lead@xn--bcher-kva.example", "after@example.com"]
+
+
+def test_a_non_ascii_local_part_goes_to_a_server_offering_smtputf8(workspace, pipelining):
+    from tests.smtpserver import SmtpSink
+
+    sink = SmtpSink(smtputf8=True).start()
+    try:
+        sink.handler.pipelining = pipelining
+        provider = create_connection(workspace=workspace, kind="smtp", name="utf8",
+                                     settings={"host": "127.0.0.1", "port": sink.port, "security": "none"})
+        [(_, result)] = list(transport_for(provider).send_many([("x", _message(rcpt="jörg@example.com"))]))
+        assert result.response.startswith("250")
+        [(_, rcpts, _)] = sink.messages
+        assert rcpts == ["jörg@example.com"]
+    finally:
+        sink.stop()
