@@ -22,6 +22,13 @@ def create_identities(api, *, domain="mail.acme.com", local="jane", provider_nam
     m = api.post("/api/v1/mailboxes", {"address": f"{local}@{domain}", "provider": p.json()["id"],
                                        "daily_cap": 30, "weekly_cap": 120}, format="json")
     assert m.status_code == 201, m.json()
+    # Open all day, every day, so that tests which send through it do not depend on the hour they run at.
+    import datetime as dt
+
+    from mailboxes.models import Mailbox
+
+    Mailbox.objects.filter(pk=m.json()["id"]).update(send_window_days=[1, 2, 3, 4, 5, 6, 7],
+                                                      send_window_start=dt.time(0, 0), send_window_end=dt.time.max)
     pool = api.post("/api/v1/pools", {"name": f"cold-{domain}", "strategy": "round_robin", "workloads": ["cold"],
                                       "mailboxes": [m.json()["id"]]}, format="json")
     assert pool.status_code == 201, pool.json()

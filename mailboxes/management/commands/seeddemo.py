@@ -107,18 +107,20 @@ class Command(AuditedCommand):
         """A few sends through the real intake (once): accepted, scheduled or refused by the policy,
         whatever today's caps and send windows say, so the demo shows the evidence of each."""
         from controlplane import intake
+        from audit.models import AuditEvent
         from controlplane.api.messages import message_body
-        from controlplane.models import Message
 
-        if Message.objects.for_workspace(workspace).exists():
+        # Once: whether the policy accepted them or (after hours, say) refused them, the audit log has them.
+        if AuditEvent.objects.filter(workspace=workspace, action__in=["message.accepted", "message.rejected"]).exists():
             return
         for n, to in enumerate(["ada@prospect.example", "grace@prospect.example", "alan@prospect.example",
                                 "legal@example.com", "ceo@competitor.example"]):
-            intake.submit(workspace=workspace, serialize=message_body, data={
+            status, _ = intake.submit(workspace=workspace, serialize=message_body, data={
                 "to": to, "subject": f"Quick question about your outbound, {to.split('@')[0].title()}",
                 "text": "Hi,\n\nare you the right person to talk to about outbound email?\n\nThanks", "workload": "cold",
                 "thread_key": f"demo-{n}"})
-            self.counts["created"] += 1
+            if status < 300:  # a refusal stores no message, only its audit entry
+                self.counts["created"] += 1
 
     def workspace(self):
         existing = Workspace.objects.filter(slug=SLUG).first()
