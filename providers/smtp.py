@@ -90,9 +90,9 @@ class SmtpTransport(Transport):
         if entry is not None:
             client, last_used = entry
             if time.monotonic() - last_used < IDLE_SECONDS:
-                return key, client, True
+                return key, client
             _quit(client)
-        return key, self._open(), False
+        return key, self._open()
 
     def _checkin(self, key, client):
         with _pool_lock:
@@ -144,7 +144,7 @@ class _Exchange:
             yield from self.end()
         if self.client is None:
             try:
-                self.key, self.client, _ = self.transport._checkout(message.mailbox_id)
+                self.key, self.client = self.transport._checkout(message.mailbox_id)
             except TransportError as exc:
                 yield tag, exc
                 return
@@ -163,12 +163,12 @@ class _Exchange:
                     result = _final_reply(self.client, pending[1])
                     tag_before, pending = pending[0], None
                     yield tag_before, result
-                    if isinstance(result, TransportError) and result.reply.startswith("421"):
+                    if _closing(result):
                         raise _ConnectionLost(result.reply)
                 refusal = _envelope_refusal(self.client)
             else:
                 refusal = _stepwise_envelope(self.client, commands)
-            if refusal is not None and refusal.reply.startswith("421"):
+            if _closing(refusal):
                 raise _ConnectionLost(refusal.reply)
         except (OSError, smtplib.SMTPException, _ConnectionLost) as exc:
             self.drop()
@@ -195,7 +195,7 @@ class _Exchange:
         except (OSError, smtplib.SMTPException) as exc:
             self.drop()
             return _lost(exc)
-        if isinstance(result, TransportError) and result.reply.startswith("421"):
+        if _closing(result):
             self.drop()
         return result
 
@@ -227,6 +227,11 @@ class _Exchange:
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
         self.client = None
+
+
+def _closing(result) -> bool:
+    """Whether a reply says the server is closing the connection (421): whatever comes next goes over a new one."""
+    return isinstance(result, TransportError) and result.reply.startswith("421")
 
 
 def _lost(exc) -> TransientError:
