@@ -171,10 +171,11 @@ def record_many(*, workspace, entries, actor=None) -> list:
 
 
 def _stored(value):
-    """Redacted, JSON-safe, and round-tripped through JSON so the hash covers exactly what the database returns."""
+    """Redacted and JSON-safe: a fresh tree of dicts with string keys, lists, strings, numbers, booleans
+    and None, which the database gives back as it was given, so the hash covers what is read back."""
     if value is None:
         return None
-    return json.loads(json.dumps(redact(_jsonable(value))))
+    return redact(_jsonable(value))
 
 
 def cut_before(*, workspace, before, batch_size: int = 5000) -> int:

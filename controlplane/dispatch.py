@@ -15,7 +15,8 @@ import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DEFERRED, F, Q
+from django.db.models import DEFERRED, F, Q, signals
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from audit import services as audit
@@ -156,27 +157,47 @@ _HAND_OFF_COLUMNS = ", ".join(f.column for f in _HAND_OFF)
 
 
 def _claimed_messages(rows) -> list:
-    """Messages from RETURNING rows, built as the ORM builds them (the backend's and the fields'
-    converters applied, the other fields deferred)."""
+    """Messages from RETURNING rows, as the ORM builds them: the backend's and the fields' converters
+    applied, the fields hand-off does not read deferred (absent from the instance, loaded on first use)."""
     columns = [f.get_col(Message._meta.db_table) for f in _HAND_OFF]
     converters = [(n, col, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
                   for n, col in enumerate(columns)]
     converters = [(n, col, found) for n, col, found in converters if found]
-    # A value for every concrete field, DEFERRED where not read, as Model.from_db would lay them out.
-    concrete = Message._meta.concrete_fields
-    slots = [concrete.index(f) for f in _HAND_OFF]
-    names = [f.attname for f in concrete]
+    build = _instance if not _has_init_receivers() else _instance_from_db
     messages = []
     for row in rows:
         values = list(row)
         for n, col, found in converters:
             for convert in found:
                 values[n] = convert(values[n], col, connection)
-        full = [DEFERRED] * len(concrete)
-        for slot, value in zip(slots, values):
-            full[slot] = value
-        messages.append(Message.from_db(connection.alias, names, full))
+        messages.append(build(values))
     return messages
+
+
+_HAND_OFF_ATTNAMES = [f.attname for f in _HAND_OFF]
+
+
+def _instance(values):
+    """What `Model.from_db` makes of these values, the other fields deferred, built directly (~6× faster):
+    a loaded instance whose `__dict__` holds exactly the loaded fields. Valid while nothing listens to
+    Message's init signals (`Model.__init__` would send them)."""
+    message = Message.__new__(Message)
+    state = message._state = ModelState()
+    state.adding, state.db = False, connection.alias
+    message.__dict__.update(zip(_HAND_OFF_ATTNAMES, values))
+    return message
+
+
+def _instance_from_db(values):
+    concrete = Message._meta.concrete_fields
+    full = [DEFERRED] * len(concrete)
+    for field, value in zip(_HAND_OFF, values):
+        full[concrete.index(field)] = value
+    return Message.from_db(connection.alias, [f.attname for f in concrete], full)
+
+
+def _has_init_receivers() -> bool:
+    return signals.pre_init.has_listeners(Message) or signals.post_init.has_listeners(Message)
 
 
 def _minute(mailbox, now) -> list:

@@ -36,6 +36,33 @@ def test_intact_chain_verifies_and_secrets_are_redacted(workspace, chain):
     assert all(e.prev_hash == p.hash for p, e in zip(chain, chain[1:]))
 
 
+def test_what_is_hashed_is_what_the_database_gives_back(workspace):
+    """Values of any Python shape are stored as JSON: what `record` returns (and hashed) equals what is
+    read back, so the chain verifies."""
+    import datetime as dt
+    import decimal
+
+    from django.db import models
+
+    class Kind(models.TextChoices):
+        COLD = "cold"
+
+    value = {"when": dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone.utc), "day": dt.date(2026, 11, 23),
+             "amount": decimal.Decimal("1.50"), "ids": ("a", "b"), "tags": {"x"}, 7: "int key", "kind": Kind.COLD,
+             "ratio": 0.25, "big": 2**53 + 1, "none": None, "yes": True, "text": "Zoë ✉ \"quoted\"",
+             "nested": [{"api_key": "sk-secret", "level": [1, [2, {"token": "t"}]]}]}
+    written = audit.record(workspace=workspace, action="test.shapes", object_type="thing", object_id="1",
+                           before={"n": 1}, after=value)
+    read = AuditEvent.objects.get(pk=written.pk)
+    assert read.after == written.after and read.before == written.before == {"n": 1}
+    assert read.after["when"] == "2026-11-23T09:30:00+00:00" and read.after["amount"] == "1.50"
+    assert read.after["ids"] == ["a", "b"] and read.after["7"] == "int key" and read.after["kind"] == "cold"
+    assert read.after["nested"][0]["api_key"] == "[redacted]" and read.after["nested"][0]["level"][1][1]["token"] == "[redacted]"
+    assert value["nested"][0]["api_key"] == "sk-secret"  # the caller's value is left as it was
+    assert audit.compute_hash(read) == read.hash
+    assert audit.verify(workspace).ok
+
+
 def test_orm_refuses_updates_and_deletes(chain):
     event = chain[0]
     event.action = "edited"

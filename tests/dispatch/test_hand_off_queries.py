@@ -127,3 +127,43 @@ def test_a_pause_between_claim_and_hand_off_gives_the_batch_back_and_ends_the_jo
     assert len(batches) == 1  # not claimed again and again
     assert set(Message.objects.values_list("status", "attempts")) == {("queued", 0)}
     assert smtp_sink.messages == []
+
+
+def test_claimed_messages_are_what_the_orm_would_load(api, sending_setup):
+    """The claim builds its messages directly: each is what `Message.objects.only(...)` would load (same
+    values, converted; the other fields deferred and loaded on first use), and saving one writes it back."""
+    from django.db.models.signals import post_init
+
+    _queue(api, 3, sending_setup["mailboxes"][0].address)
+    Message.objects.filter(to_address="lead1@example.com").update(headers={"X-Campaign": "q4"},
+                                                                  metadata={"lead": 7})
+    fields = [f.name for f in dispatch._HAND_OFF]
+    loaded = {m.pk: m for m in Message.objects.only(*fields)}
+    claimed = dispatch._claim([sending_setup["mailboxes"][0].pk], 10)
+    assert len(claimed) == 3
+    for message in claimed:
+        orm = loaded[message.pk]
+        for field in dispatch._HAND_OFF:
+            expected = getattr(orm, field.attname)
+            if field.name == "status":
+                expected = "sending"  # as the claim left it
+            elif field.name == "attempts":
+                expected += 1
+            assert getattr(message, field.attname) == expected, field.name
+        assert message.get_deferred_fields() == orm.get_deferred_fields() != set()
+        assert not message._state.adding and message._state.db == "default"
+        assert message.created_at == orm.created_at  # a deferred field, read from the database
+    by_to = {m.to_address: m for m in claimed}
+    assert by_to["lead1@example.com"].headers == {"X-Campaign": "q4"} and by_to["lead1@example.com"].metadata == {"lead": 7}
+    by_to["lead2@example.com"].subject = "changed"
+    by_to["lead2@example.com"].save(update_fields=["subject"])
+    assert Message.objects.get(to_address="lead2@example.com").subject == "changed"
+
+    # With something listening to a message's construction, the claim builds them as the ORM does.
+    built = []
+    post_init.connect(receiver := lambda sender, instance, **kw: built.append(instance.pk), sender=Message)
+    try:
+        Message.objects.update(status="queued")
+        assert {m.pk for m in dispatch._claim([sending_setup["mailboxes"][0].pk], 10)} == set(built) == set(loaded)
+    finally:
+        post_init.disconnect(receiver, sender=Message)
