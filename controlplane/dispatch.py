@@ -37,6 +37,8 @@ WAITING = ["queued", "scheduled", "deferred"]
 WORKER_ACTOR = Actor("system", "", "dispatch worker")
 # Due mailboxes share a job up to this many (workers take the jobs in parallel).
 MAILBOXES_PER_JOB = 20
+# How long a mailbox's mark "a hand-off job is waiting to start" holds at most (see `enqueue_many`).
+PENDING_SECONDS = 300
 # What hand-off reads of a message and of its mailbox, domain, workspace and provider. The policy decision
 # is read only when an attempt is deferred (a statement then, on that rarer path).
 HAND_OFF_FIELDS = ("id", "workspace", "mailbox", "pool", "pinned", "to_address", "from_address", "workload", "subject",
@@ -80,16 +82,34 @@ def enqueue(message_id: str, when: dt.datetime | None = None, *, attempts: int =
         q.enqueue(dispatch_message, message_id, job_id=ident, result_ttl=0)
 
 
-def enqueue_many(items):
-    """Queues hand-offs in one Redis round trip; `items` are (message id, when, attempts, mailbox id).
+def _pending_key(mailbox_id: str) -> str:
+    return f"dispatch:pending:{mailbox_id}"
+
+
+def enqueue_many(items, *, force: bool = False):
+    """Queues hand-offs in few Redis round trips; `items` are (message id, when, attempts, mailbox id).
 
     What is due now becomes jobs of up to MAILBOXES_PER_JOB mailboxes (each sends its mailboxes' due
-    messages, a mailbox over one connection); what is due later gets its own job at its time."""
+    messages, a mailbox over one connection); what is due later gets its own job at its time.
+
+    A mailbox that already has a hand-off job waiting to start gets no second one: that job claims
+    after this caller committed, so it takes these messages too (each job clears its mailboxes' marks
+    before its first claim). Without this, every small intake would add a job for the same mailboxes,
+    each reading their mailboxes, domains and providers again. A mark lapses after PENDING_SECONDS, in
+    case its job was lost; the reconciler queues regardless (`force`)."""
     q = queue("dispatch")
     soon = timezone.now() + dt.timedelta(seconds=1)
     due_mailboxes = sorted({mailbox_id for _, when, _, mailbox_id in items if not (when and when > soon)})
     later = [(pk, when, attempts) for pk, when, attempts, _ in items if when and when > soon]
+    if due_mailboxes:
+        with q.connection.pipeline(transaction=False) as pipe:
+            for mailbox_id in due_mailboxes:
+                pipe.set(_pending_key(mailbox_id), 1, ex=PENDING_SECONDS, nx=not force)
+            marked = pipe.execute()
+        due_mailboxes = [mailbox_id for mailbox_id, ok in zip(due_mailboxes, marked) if ok]
     groups = [due_mailboxes[i:i + MAILBOXES_PER_JOB] for i in range(0, len(due_mailboxes), MAILBOXES_PER_JOB)]
+    if not groups and not later:
+        return
     with q.connection.pipeline() as pipe:
         if groups:
             q.enqueue_many([q.prepare_data(dispatch_mailboxes, (group,), job_id=mailbox_job_id(group[0]),
@@ -98,6 +118,15 @@ def enqueue_many(items):
             job = q.create_job(dispatch_message, args=(pk,), job_id=job_id(pk, attempts), result_ttl=0)
             q.schedule_job(job, when, pipeline=pipe)
         pipe.execute()
+
+
+def _starting(mailbox_ids):
+    """A hand-off job starts: from now on it may claim before a new intake commits, so the next one
+    needs a job of its own."""
+    try:
+        queue("dispatch").connection.delete(*[_pending_key(pk) for pk in mailbox_ids])
+    except Exception:  # noqa: BLE001 - Redis down: the marks lapse on their own, and nothing is sent twice
+        logger.warning("Could not clear the pending marks of %d mailboxes.", len(mailbox_ids), exc_info=True)
 
 
 def _claim(mailbox_ids, limit: int, now=None) -> list:
@@ -250,6 +279,7 @@ def dispatch_mailbox(mailbox_id: str):
 def dispatch_mailboxes(mailbox_ids):
     """Hands off the due messages of these mailboxes, a batch at a time, each mailbox over its
     provider connection (kept open between jobs by the worker process)."""
+    _starting(mailbox_ids)
     with acting_as(WORKER_ACTOR):
         outcomes = {}
         senders = Senders()
@@ -463,7 +493,7 @@ def _transient(message, exc):
     attempt = message.attempts
     on_this_mailbox = attempt - message.decision.get("attempts_before", 0)
     if on_this_mailbox <= len(delays):
-        wait = max(delays[attempt - 1], min(getattr(exc, "retry_after", None) or 0, MAX_RETRY_AFTER_SECONDS))
+        wait = max(delays[on_this_mailbox - 1], min(getattr(exc, "retry_after", None) or 0, MAX_RETRY_AFTER_SECONDS))
         when = timezone.now() + dt.timedelta(seconds=wait)
         with transaction.atomic():
             Message.objects.filter(pk=message.pk).update(status="deferred", scheduled_at=when,
@@ -521,42 +551,53 @@ def reconcile(now=None) -> dict:
     """Re-enqueues due waiting messages that no live job covers; returns expired leases to the queue.
 
     A message is covered by a live job of its own (a later attempt) or of its mailbox; `enqueued`
-    counts the messages that got a job."""
+    counts the messages that got a job. A job that let a lease expire is dead, though RQ lists it as
+    started until its own timeout: a live job gives its claimed messages back before their lease ends."""
     now = now or timezone.now()
     with acting_as(Actor("system", "", "reconciler")):
-        expired = Message.objects.filter(status="sending", lease_expires_at__lt=now).update(
-            status="queued", lease_expires_at=None, updated_at=now)
+        leases = Message.objects.filter(status="sending", lease_expires_at__lt=now)
+        lapsed = list(leases.values_list("pk", "mailbox_id"))
+        expired = leases.filter(pk__in=[pk for pk, _ in lapsed]).update(status="queued", lease_expires_at=None,
+                                                                        updated_at=now)
         due = (Message.objects.filter(status__in=WAITING, scheduled_at__lte=now)
                .filter(workspace__paused=False, mailbox__status="active", mailbox__domain__paused=False)
                .values_list("pk", "attempts", "mailbox_id").order_by("scheduled_at"))
-        covered_mailboxes, covered_messages = _live_jobs()
+        covered_mailboxes, covered_messages = _live_jobs(dead_mailboxes={m for _, m in lapsed},
+                                                         dead_messages={pk for pk, _ in lapsed})
         uncovered = [(pk, mailbox_id) for pk, attempts, mailbox_id in due.iterator(chunk_size=2000)
                      if mailbox_id not in covered_mailboxes and pk not in covered_messages]
         mailboxes = sorted({mailbox_id for _, mailbox_id in uncovered})
         if mailboxes:
-            enqueue_many([(None, None, 0, mailbox_id) for mailbox_id in mailboxes])
+            enqueue_many([(None, None, 0, mailbox_id) for mailbox_id in mailboxes], force=True)
     return {"expired_leases": expired, "enqueued": len(uncovered)}
 
 
-def _live_jobs():
-    """(mailbox ids, message ids) that queued, scheduled, deferred or running dispatch jobs will handle."""
+def _live_jobs(dead_mailboxes=(), dead_messages=()):
+    """(mailbox ids, message ids) that queued, scheduled, deferred or running dispatch jobs will handle;
+    a running job that holds one of `dead_mailboxes` or `dead_messages` (an expired lease) is not live."""
     from rq.job import Job
     from rq.registry import DeferredJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
     q = queue("dispatch")
-    ids = set(q.get_job_ids())
-    for registry in (ScheduledJobRegistry, StartedJobRegistry, DeferredJobRegistry):
-        ids.update(registry(queue=q).get_job_ids())
+    waiting = set(q.get_job_ids())
+    for registry in (ScheduledJobRegistry, DeferredJobRegistry):
+        waiting.update(registry(queue=q).get_job_ids())
+    running = set(StartedJobRegistry(queue=q).get_job_ids()) - waiting
     mailboxes, messages = set(), set()
-    for job in Job.fetch_many(sorted(ids), connection=q.connection):
+    for job in Job.fetch_many(sorted(waiting | running), connection=q.connection):
         if job is None or not job.args:
             continue
         if job.func_name.endswith("dispatch_mailboxes"):
-            mailboxes.update(job.args[0])
+            covers, into, dead = set(job.args[0]), mailboxes, dead_mailboxes
         elif job.func_name.endswith("dispatch_mailbox"):
-            mailboxes.add(job.args[0])
+            covers, into, dead = {job.args[0]}, mailboxes, dead_mailboxes
         elif job.func_name.endswith("dispatch_message"):
-            messages.add(job.args[0])
+            covers, into, dead = {job.args[0]}, messages, dead_messages
+        else:
+            continue
+        if job.id in running and not covers.isdisjoint(dead):
+            continue
+        into.update(covers)
     return mailboxes, messages
 
 

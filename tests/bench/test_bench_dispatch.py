@@ -103,6 +103,14 @@ def test_end_to_end_throughput(workspace, deployed_env, redis_conn, report, batc
             web.terminate()
             for w in workers:
                 w.terminate()
+            # Gone before the test's tables are emptied: a worker finishing its job would hold locks the
+            # teardown's TRUNCATE waits on (and deadlock with).
+            for process in (web, *workers):
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         assert len(sink.messages) == TOTAL
         sent = list(sink.messages)
         sink.handler.messages.clear()

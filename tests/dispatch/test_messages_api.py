@@ -110,6 +110,38 @@ def test_event_feed_pages_oldest_first(api, other_api, sending_setup, run_worker
     assert_error(api.get("/api/v1/events", {"type": "message.teleported"}), 400, "validation_error")
 
 
+def test_sends_to_a_mailbox_share_the_job_waiting_for_it(api, sending_setup, smtp_sink, run_workers, redis_conn):
+    """While a mailbox's hand-off job waits for a worker, further sends to it add no job of their own:
+    the waiting job takes them all. Once a job has started, the next send gets a new job; a mark whose
+    job was lost does not stop the reconciler."""
+    import django_rq
+
+    from controlplane import dispatch
+
+    q = django_rq.get_queue("dispatch")
+    mailbox = sending_setup["mailboxes"][0]
+    for n in range(5):
+        assert api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"s{n}@example.com"},
+                        format="json").status_code == 202
+    assert len(q.get_job_ids()) == 1
+    run_workers()
+    assert sorted(smtp_sink.recipients()) == [f"s{n}@example.com" for n in range(5)]
+
+    # The job started: a new send needs (and gets) a new job.
+    assert api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": "later@example.com"},
+                    format="json").status_code == 202
+    assert len(q.get_job_ids()) == 1
+    # That job is lost, its mark left behind: the next send relies on the lost job, the reconciler does not.
+    q.empty()
+    assert api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": "last@example.com"},
+                    format="json").status_code == 202
+    assert q.get_job_ids() == []
+    assert dispatch.reconcile()["enqueued"] == 2
+    run_workers()
+    assert {"last@example.com", "later@example.com"} <= set(smtp_sink.recipients())
+    assert Message.objects.filter(status="sent").count() == 7
+
+
 def test_redis_flush_loses_nothing(api, sending_setup, smtp_sink, run_workers, redis_conn):
     from controlplane import dispatch
 
@@ -123,6 +155,41 @@ def test_redis_flush_loses_nothing(api, sending_setup, smtp_sink, run_workers, r
     run_workers()
     assert sorted(smtp_sink.recipients()) == sorted(f"r{n}@example.com" for n in range(5))
     assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_job_listed_as_running_whose_lease_expired_covers_nothing(api, sending_setup, smtp_sink, run_workers,
+                                                                    redis_conn):
+    """A killed worker's job stays in RQ's started registry until its timeout; once one of its leases has
+    expired it is known dead, and the reconciler queues its mailboxes at once. A running job with no
+    expired lease still covers its mailboxes (nothing is queued twice)."""
+    import django_rq
+    from django.utils import timezone
+    from rq.executions import Execution
+    from rq.registry import StartedJobRegistry
+
+    from controlplane import dispatch
+
+    mailbox = sending_setup["mailboxes"][0]
+    claimed = api.post("/api/v1/messages", {**BODY, "from": mailbox.address}, format="json").json()
+    waiting = api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": "next@example.com"},
+                       format="json").json()
+    redis_conn.flushdb()
+    q = django_rq.get_queue("dispatch")
+    job = q.create_job(dispatch.dispatch_mailboxes, args=([mailbox.pk],), job_id=dispatch.mailbox_job_id(mailbox.pk))
+    job.save()
+    with redis_conn.pipeline() as pipe:  # "running" for ten more minutes, as after a kill
+        StartedJobRegistry(queue=q).add_execution(Execution("x1", job.id, connection=redis_conn), pipe, ttl=600)
+        pipe.execute()
+    assert job.id in StartedJobRegistry(queue=q).get_job_ids()
+    assert dispatch.reconcile()["enqueued"] == 0  # a running job with a live lease covers its mailbox
+
+    Message.objects.filter(pk=claimed["id"]).update(status="sending", attempts=1,
+                                                    lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert dispatch.reconcile() == {"expired_leases": 1, "enqueued": 2}
+    run_workers()
+    assert sorted(smtp_sink.recipients()) == ["lead@example.com", "next@example.com"]
+    assert set(Message.objects.filter(pk__in=[claimed["id"], waiting["id"]]).values_list("status", flat=True)) \
+        == {"sent"}
 
 
 def test_expired_lease_is_released_and_sent_once(api, sending_setup, smtp_sink, run_workers, redis_conn):

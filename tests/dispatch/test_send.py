@@ -167,3 +167,32 @@ def test_unpinned_send_fails_over_to_another_mailbox(api, sending_setup, smtp_si
     assert smtp_sink.recipients() == ["prospect@example.com"]
     usage = {m["address"]: m["usage"]["today"] for m in api.get("/api/v1/mailboxes").json()["results"]}
     assert usage[first.address] == 0 and usage[detail["from"]] == 1
+
+
+def test_a_failed_over_send_that_is_deferred_again_is_retried(api, sending_setup, smtp_sink, run_workers, settings):
+    """After failing over, the new mailbox gets its own retries: a 451 there defers the send (its attempts
+    on the new mailbox pick the delay), and the retry goes out."""
+    from providers.services import create_connection
+
+    settings.DISPATCH_RETRY_DELAYS = [0]
+    broken = create_connection(workspace=sending_setup["domain"].workspace, kind="smtp", name="broken",
+                               settings={"host": "127.0.0.1", "port": 1, "security": "none"})
+    first = sending_setup["mailboxes"][0]
+    first.provider = broken
+    first.save()
+    for m in sending_setup["mailboxes"][1:]:
+        m.last_used_at = "2030-01-01T00:00:00Z"
+        m.save()
+    smtp_sink.handler.replies.append("451 4.3.0 Try again later")
+    body = api.post("/api/v1/messages", BODY, format="json").json()
+    run_workers()
+    detail = api.get(f"/api/v1/messages/{body['id']}").json()
+    assert detail["status"] == "sent" and detail["decision"]["failover_from"] == first.pk
+    events = [(e["type"], e["data"].get("mailbox"), e["data"].get("failover_to")) for e in detail["events"]]
+    second = detail["mailbox"]
+    assert second != first.pk and events == [
+        ("message.accepted", first.pk, None), ("message.deferred", first.pk, None),
+        ("message.deferred", first.pk, second),  # its retries on the first mailbox used up: moved on
+        ("message.deferred", second, None),  # the 451 on the second mailbox: retried there
+        ("message.sent", second, None)]
+    assert smtp_sink.recipients() == ["prospect@example.com"]
