@@ -282,7 +282,7 @@ def dispatch_mailboxes(mailbox_ids):
     _starting(mailbox_ids)
     with acting_as(WORKER_ACTOR):
         outcomes = {}
-        senders = Senders()
+        senders = Senders(mailbox_ids)
         while mailbox_ids:
             claimed = _claim(mailbox_ids, batch_size())
             for outcome in _hand_off(claimed, senders):
@@ -302,13 +302,16 @@ class Senders:
     domain or workspace (one paused between the claim and this read is stopped by `check_pauses`).
     `paused` holds the mailboxes stopped so, which the job claims no more."""
 
-    def __init__(self):
+    def __init__(self, job_mailboxes=()):
         self.mailboxes, self.keys, self.plain, self.paused = {}, {}, {}, set()
+        self.expected = set(job_mailboxes)
 
     def for_batch(self, mailbox_ids) -> dict:
+        """The batch's mailboxes; the first batch reads every mailbox of the job, as later batches are
+        likely to need the others (four statements once, rather than again for each new few)."""
         unknown = set(mailbox_ids) - self.mailboxes.keys()
         if unknown:
-            self._load(unknown)
+            self._load(unknown | (self.expected - self.mailboxes.keys()))
         return self.mailboxes
 
     def _load(self, ids):

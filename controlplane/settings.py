@@ -77,7 +77,7 @@ if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # How long a worker owns a message it is handing off before the reconciler may take it back.
 DISPATCH_LEASE_SECONDS = env.int("DISPATCH_LEASE_SECONDS", default=300)
-DISPATCH_BATCH_SIZE = env.int("DISPATCH_BATCH_SIZE", default=50)
+DISPATCH_BATCH_SIZE = env.int("DISPATCH_BATCH_SIZE", default=100)
 # Waits between attempts after a transient provider error; after the last, fail over or fail.
 DISPATCH_RETRY_DELAYS = [int(x) for x in env.list("DISPATCH_RETRY_DELAYS", default=["30", "120", "600", "1800", "3600"])]
 

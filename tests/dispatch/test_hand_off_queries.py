@@ -167,3 +167,20 @@ def test_claimed_messages_are_what_the_orm_would_load(api, sending_setup):
         assert {m.pk for m in dispatch._claim([sending_setup["mailboxes"][0].pk], 10)} == set(built) == set(loaded)
     finally:
         post_init.disconnect(receiver, sender=Message)
+
+
+def test_a_job_reads_its_mailboxes_once_whatever_its_batches(api, sending_setup, smtp_sink, settings):
+    """Batches of one message, each from another mailbox of the job: the mailboxes (with their domains,
+    workspaces and providers) are still read in one statement each, with the first batch."""
+    settings.DISPATCH_BATCH_SIZE = 1
+    for n in range(3):
+        assert api.post("/api/v1/messages", {"to": f"lead{n}@example.com", "subject": "s", "text": "t"},
+                        format="json").status_code == 202
+    ids = sorted(Message.objects.values_list("mailbox_id", flat=True).distinct())
+    assert len(ids) == 3  # round robin spread them
+    with CaptureQueriesContext(connection) as queries:
+        dispatch.dispatch_mailboxes(ids)
+    assert Message.objects.filter(status="sent").count() == 3 and len(smtp_sink.messages) == 3
+    reads = [q["sql"] for q in queries.captured_queries if 'FROM "mailboxes_mailbox" INNER JOIN' in q["sql"]]
+    assert len(reads) == 1, reads
+    assert sum('FROM "providers_providerconnection"' in q["sql"] for q in queries.captured_queries) == 1
