@@ -146,10 +146,10 @@ def test_transient_then_success_and_permanent_failure(api, sending_setup, smtp_s
     assert len(smtp_sink.messages) == 1
 
 
-def test_unpinned_send_fails_over_to_another_mailbox(api, sending_setup, smtp_sink, run_workers, settings):
+def _first_in_rotation_and_unreachable(sending_setup):
+    """The pool's next mailbox in rotation, behind an SMTP server nothing listens on."""
     from providers.services import create_connection
 
-    settings.DISPATCH_RETRY_DELAYS = [0]
     broken = create_connection(workspace=sending_setup["domain"].workspace, kind="smtp", name="broken",
                                settings={"host": "127.0.0.1", "port": 1, "security": "none"})
     first = sending_setup["mailboxes"][0]
@@ -158,6 +158,12 @@ def test_unpinned_send_fails_over_to_another_mailbox(api, sending_setup, smtp_si
     for m in sending_setup["mailboxes"][1:]:
         m.last_used_at = "2030-01-01T00:00:00Z"
         m.save()
+    return first
+
+
+def test_unpinned_send_fails_over_to_another_mailbox(api, sending_setup, smtp_sink, run_workers, settings):
+    settings.DISPATCH_RETRY_DELAYS = [0]
+    first = _first_in_rotation_and_unreachable(sending_setup)
     body = api.post("/api/v1/messages", BODY, format="json").json()
     assert body["from"] == first.address
     run_workers()
@@ -172,17 +178,8 @@ def test_unpinned_send_fails_over_to_another_mailbox(api, sending_setup, smtp_si
 def test_a_failed_over_send_that_is_deferred_again_is_retried(api, sending_setup, smtp_sink, run_workers, settings):
     """After failing over, the new mailbox gets its own retries: a 451 there defers the send (its attempts
     on the new mailbox pick the delay), and the retry goes out."""
-    from providers.services import create_connection
-
     settings.DISPATCH_RETRY_DELAYS = [0]
-    broken = create_connection(workspace=sending_setup["domain"].workspace, kind="smtp", name="broken",
-                               settings={"host": "127.0.0.1", "port": 1, "security": "none"})
-    first = sending_setup["mailboxes"][0]
-    first.provider = broken
-    first.save()
-    for m in sending_setup["mailboxes"][1:]:
-        m.last_used_at = "2030-01-01T00:00:00Z"
-        m.save()
+    first = _first_in_rotation_and_unreachable(sending_setup)
     smtp_sink.handler.replies.append("451 4.3.0 Try again later")
     body = api.post("/api/v1/messages", BODY, format="json").json()
     run_workers()
