@@ -204,6 +204,9 @@ def _claimed_messages(rows) -> list:
 
 
 _HAND_OFF_ATTNAMES = [f.attname for f in _HAND_OFF]
+# For Model.from_db: every concrete field's name, and where each hand-off field sits among them.
+_CONCRETE_ATTNAMES = [f.attname for f in Message._meta.concrete_fields]
+_HAND_OFF_SLOTS = [Message._meta.concrete_fields.index(f) for f in _HAND_OFF]
 
 
 def _instance(values):
@@ -218,11 +221,10 @@ def _instance(values):
 
 
 def _instance_from_db(values):
-    concrete = Message._meta.concrete_fields
-    full = [DEFERRED] * len(concrete)
-    for field, value in zip(_HAND_OFF, values):
-        full[concrete.index(field)] = value
-    return Message.from_db(connection.alias, [f.attname for f in concrete], full)
+    full = [DEFERRED] * len(_CONCRETE_ATTNAMES)
+    for slot, value in zip(_HAND_OFF_SLOTS, values):
+        full[slot] = value
+    return Message.from_db(connection.alias, _CONCRETE_ATTNAMES, full)
 
 
 def _has_init_receivers() -> bool:
