@@ -145,6 +145,8 @@ def record_many(*, workspace, entries, actor=None) -> list:
         seq, prev = head.last_seq, head.last_hash or GENESIS
         now = timezone.now()
         events = []
+        from controlplane import bulk
+
         for entry in entries:
             obj = entry.get("obj")
             object_type, object_id, object_repr = entry.get("object_type"), entry.get("object_id"), entry.get("object_repr")
@@ -153,8 +155,8 @@ def record_many(*, workspace, entries, actor=None) -> list:
                 object_id = object_id or str(obj.pk)
                 object_repr = object_repr or str(obj)
             seq += 1
-            event = AuditEvent(
-                workspace=workspace, chain=key, seq=seq, occurred_at=now,
+            event = bulk.new(
+                AuditEvent, workspace=workspace, chain=key, seq=seq, occurred_at=now,
                 actor_type=actor.type, actor_id=actor.id, actor_label=actor.label[:200],
                 action=entry["action"], object_type=object_type or "", object_id=str(object_id or ""),
                 object_repr=(object_repr or "")[:300],
@@ -163,8 +165,6 @@ def record_many(*, workspace, entries, actor=None) -> list:
             )
             event.hash = prev = compute_hash(event)
             events.append(event)
-        from controlplane import bulk
-
         bulk.insert(AuditEvent, events)
         AuditChain.objects.filter(pk=head.pk).update(last_seq=seq, last_hash=prev)
     return events

@@ -47,7 +47,7 @@ def emit_many(*, workspace, items, occurred_at=None) -> list:
     from controlplane import bulk, effects, webhooks
 
     created = bulk.insert(Event, [
-        Event(id=new_id("evt"), workspace=workspace, message=message, type=kind, occurred_at=when, data=data or {})
+        bulk.new(Event, id=new_id("evt"), workspace=workspace, message=message, type=kind, occurred_at=when, data=data or {})
         for kind, message, data in items])
     for event in created:
         effects.apply(event)

@@ -180,8 +180,8 @@ def _write(workspace, placed, items, requests, serialize, results, now=None) -> 
 
 def _message(workspace, request, data, decision, now) -> Message:
     mailbox = decision.mailbox
-    return Message(
-        workspace=workspace, mailbox=mailbox, pool=decision.pool, pinned=bool(request.from_address),
+    return bulk.new(
+        Message, workspace=workspace, mailbox=mailbox, pool=decision.pool, pinned=bool(request.from_address),
         to_address=request.to, from_address=mailbox.address, workload=request.workload,
         subject=data["subject"], text=data["text"], html=data.get("html") or "", headers=data.get("headers") or {},
         metadata=data.get("metadata") or {}, thread_key=request.thread_key,
