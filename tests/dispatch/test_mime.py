@@ -76,3 +76,27 @@ def test_what_the_fast_paths_cannot_write_goes_through_the_email_package(monkeyp
     assert parsed["Subject"] == message.subject
     body = parsed.get_body(("plain",)).get_content()
     assert body.startswith(message.text)
+
+
+def test_unsubscribe_tokens_are_django_signer_tokens_across_key_rotation(settings):
+    """The unsubscribe signer sets up its HMAC once, yet its tokens are exactly Django's Signer's, a
+    token signed before a SECRET_KEY rotation still opens (the old key in SECRET_KEY_FALLBACKS), and
+    an altered one does not."""
+    from django.core import signing
+
+    django_signer = signing.Signer(key=settings.SECRET_KEY, salt=mime.UNSUBSCRIBE_SALT)
+    assert mime.unsubscribe_token("msg_one") == django_signer.sign("msg_one")
+    assert mime.unsubscribe_token("msg_two") == django_signer.sign("msg_two")
+    assert mime.message_id_from_token(django_signer.sign("msg_one")) == "msg_one"
+
+    old_key = settings.SECRET_KEY
+    before_rotation = mime.unsubscribe_token("msg_three")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-secret-key-" + "x" * 40, [old_key]
+    assert mime.unsubscribe_token("msg_three") != before_rotation
+    assert mime.message_id_from_token(before_rotation) == "msg_three"
+    assert mime.message_id_from_token(mime.unsubscribe_token("msg_three")) == "msg_three"
+    with pytest.raises(signing.BadSignature):
+        mime.message_id_from_token(before_rotation[:-2] + ("AA" if not before_rotation.endswith("AA") else "BB"))
+    settings.SECRET_KEY_FALLBACKS = []
+    with pytest.raises(signing.BadSignature):
+        mime.message_id_from_token(before_rotation)
