@@ -36,3 +36,12 @@ def create_identities(api, *, domain="mail.acme.com", local="jane", provider_nam
     assert s.status_code == 201, s.json()
     return {"domain": d.json()["id"], "provider": p.json()["id"], "warmup": w.json()["id"],
             "mailbox": m.json()["id"], "pool": pool.json()["id"], "suppression": s.json()["id"]}
+
+
+def midday_zone(now=None):
+    """A fixed-offset time zone (Etc/GMT±N) in which it is now between 12:00 and 13:00, so that a test
+    about today's send window runs whatever the hour it runs at (none of it near midnight)."""
+    import datetime as dt
+
+    hours = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).hour - 12  # local = UTC - hours
+    return "Etc/GMT" if hours == 0 else f"Etc/GMT{'+' if hours > 0 else '-'}{abs(hours)}"
