@@ -23,8 +23,7 @@ def new(model, **values):
     something listens to the model's init signals, a database router is configured or the model has
     a one-to-one field."""
     plan = _plan(model)
-    if plan is None or signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model) \
-            or settings.DATABASE_ROUTERS:
+    if plan is None or init_is_heard(model) or settings.DATABASE_ROUTERS:
         return model(**values)
     obj = model.__new__(model)
     state = obj._state = ModelState()
@@ -50,6 +49,12 @@ def new(model, **values):
     if values:
         raise TypeError(f"{model.__name__}() got unexpected keyword arguments: {', '.join(map(repr, values))}")
     return obj
+
+
+def init_is_heard(model) -> bool:
+    """Whether something listens to `model`'s init signals: instances must then be built by
+    `Model.__init__` (which sends them), not directly."""
+    return signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
 
 
 _PLANS = {}

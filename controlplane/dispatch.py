@@ -15,13 +15,13 @@ import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DEFERRED, F, Q, signals
+from django.db.models import DEFERRED, F, Q
 from django.db.models.base import ModelState
 from django.utils import timezone
 
 from audit import services as audit
 from audit.context import Actor, acting_as
-from controlplane import events, mime, policy, prepared
+from controlplane import bulk, events, mime, policy, prepared
 from controlplane.ids import new_id
 from controlplane.models import HANDED_OFF_STATUSES, Event, Message
 from controlplane.queues import queue
@@ -192,7 +192,7 @@ def _claimed_messages(rows) -> list:
     converters = [(n, col, [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
                   for n, col in enumerate(columns)]
     converters = [(n, col, found) for n, col, found in converters if found]
-    build = _instance if not _has_init_receivers() else _instance_from_db
+    build = _instance_from_db if bulk.init_is_heard(Message) else _instance
     messages = []
     for row in rows:
         values = list(row)
@@ -225,10 +225,6 @@ def _instance_from_db(values):
     for slot, value in zip(_HAND_OFF_SLOTS, values):
         full[slot] = value
     return Message.from_db(connection.alias, _CONCRETE_ATTNAMES, full)
-
-
-def _has_init_receivers() -> bool:
-    return signals.pre_init.has_listeners(Message) or signals.post_init.has_listeners(Message)
 
 
 def _minute(mailbox, now) -> list:
