@@ -23,7 +23,7 @@ from audit import services as audit
 from audit.context import Actor, acting_as
 from controlplane import bulk, events, mime, policy, prepared
 from controlplane.ids import new_id
-from controlplane.models import HANDED_OFF_STATUSES, Event, Message
+from controlplane.models import HANDED_OFF_STATUSES, Event, HandOff, Message
 from controlplane.queues import queue
 from mailboxes.models import Mailbox
 from mailboxes.dns import dkim
@@ -295,13 +295,12 @@ def dispatch_mailboxes(mailbox_ids):
 class Senders:
     """What hand-off needs of one job's mailboxes, read once per job: each mailbox with its workspace
     and domain (only the fields hand-off uses), each provider once (its settings decrypted once, not
-    per mailbox), the domains' active DKIM keys and whether a workspace's `message.sent` events are
-    plain rows. Pauses need no second read: each batch's claim takes nothing of a paused mailbox,
+    per mailbox) and the domains' active DKIM keys. Pauses need no second read: each batch's claim takes nothing of a paused mailbox,
     domain or workspace (one paused between the claim and this read is stopped by `check_pauses`).
     `paused` holds the mailboxes stopped so, which the job claims no more."""
 
     def __init__(self, job_mailboxes=()):
-        self.mailboxes, self.keys, self.plain, self.paused = {}, {}, {}, set()
+        self.mailboxes, self.keys, self.paused = {}, {}, set()
         self.expected = set(job_mailboxes)
 
     def for_batch(self, mailbox_ids) -> dict:
@@ -322,8 +321,6 @@ class Senders:
             mailbox.provider = providers[mailbox.provider_id]
         self.mailboxes.update(mailboxes)
         self.keys.update(dkim.active_keys({m.domain_id for m in mailboxes.values()} - self.keys.keys()))
-        for workspace_id in {m.workspace_id for m in mailboxes.values()} - self.plain.keys():
-            self.plain[workspace_id] = _plain_events(workspace_id)
 
 
 def _hand_off(messages, senders=None):
@@ -344,10 +341,14 @@ def _hand_off(messages, senders=None):
         by_workspace.setdefault(message.workspace_id, []).append(message)
     blocked = {ws: suppression.suppressed_many(group[0].workspace, [m.to_address for m in group])
                for ws, group in by_workspace.items()}
-    outcomes, sent_from = [], set()
-    with prepared.cursor() as cursor:  # one for the batch's records
-        for group in by_mailbox.values():
-            _hand_off_group(group, senders, cursor, deadline, blocked, outcomes, sent_from)
+    outcomes, sent_from, journaled = [], set(), []
+    try:
+        with prepared.cursor() as cursor:  # one for the batch's journal rows
+            record = functools.partial(_journal, cursor=cursor, journaled=journaled)
+            for group in by_mailbox.values():
+                _hand_off_group(group, senders, record, deadline, blocked, outcomes, sent_from)
+    finally:  # what went out is recorded, whatever stopped the batch (else the reconciler does it)
+        apply_hand_offs(journaled)
     # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
     recovered = [pk for pk in sent_from if mailboxes[pk].last_error]
     if recovered:
@@ -357,8 +358,9 @@ def _hand_off(messages, senders=None):
     return outcomes
 
 
-def _hand_off_group(group, senders, cursor, deadline, blocked, outcomes, sent_from):
-    """One mailbox's claimed messages, as one burst over its provider connection."""
+def _hand_off_group(group, senders, record, deadline, blocked, outcomes, sent_from):
+    """One mailbox's claimed messages, as one burst over its provider connection; `record(message, result)`
+    journals each accepted one."""
     first = group[0]
     try:
         policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
@@ -366,10 +368,6 @@ def _hand_off_group(group, senders, cursor, deadline, blocked, outcomes, sent_fr
         outcomes += [_stopped(message, rejection) for message in group]
         senders.paused.add(first.mailbox_id)
         return
-    if senders.plain[first.workspace_id]:
-        record = functools.partial(_sent_in_one_statement, cursor=cursor)
-    else:
-        record = _sent
     key = senders.keys.get(first.mailbox.domain_id)
 
     def outgoing():
@@ -415,46 +413,84 @@ def _give_back(messages):
     transaction.on_commit(lambda: enqueue_many([(m.pk, None, m.attempts, m.mailbox_id) for m in messages[:1]]))
 
 
-def _sent(message, result):
-    now = timezone.now()
-    with transaction.atomic():
-        Message.objects.filter(pk=message.pk).update(
-            status="sent", sent_at=now, provider_message_id=result.provider_message_id,
-            provider_response=result.response[:2000], message_id_header=message.message_id_header,
-            lease_expires_at=None, updated_at=now)
-        events.emit(workspace=message.workspace, type="message.sent", message=message,
-                    data=_sent_data(message, result))
-    return "sent"
-
-
 def _sent_data(message, result):
     return {"mailbox": message.mailbox_id, "provider": message.mailbox.provider.kind,
             "provider_message_id": result.provider_message_id, "response": result.response[:500]}
 
 
-def _plain_events(workspace_id) -> bool:
-    """Whether a `message.sent` event is only a row: PostgreSQL, no webhook endpoint and no hook wants it."""
-    from controlplane.models import WebhookEndpoint
-
-    return (connection.vendor == "postgresql" and not events.has_hooks()
-            and not WebhookEndpoint.objects.filter(workspace_id=workspace_id).exists())
-
-
-_SENT = (f"WITH sent AS (UPDATE {Message._meta.db_table} SET status = 'sent', sent_at = %s, provider_message_id = %s, "
-         f"provider_response = %s, message_id_header = %s, lease_expires_at = NULL, updated_at = %s "
-         f"WHERE id = %s RETURNING id, workspace_id) "
-         f"INSERT INTO {Event._meta.db_table} (id, workspace_id, message_id, type, occurred_at, data) "
-         f"SELECT %s, workspace_id, id, 'message.sent', %s, %s::jsonb FROM sent")
+@functools.lru_cache(maxsize=2)
+def _journal_sql(vendor) -> str:
+    table = HandOff._meta.db_table
+    return (f"INSERT INTO {table} (message_id, event_id, sent_at, message_id_header, provider_message_id, "
+            f"provider_response, event_data) VALUES (%s, %s, %s, %s, %s, %s, %s{'::jsonb' if vendor == 'postgresql' else ''})")
 
 
-def _sent_in_one_statement(message, result, cursor):
-    """`_sent` as one prepared statement (the status change and its event commit together), which saves
-    four round trips per message when nothing else must happen in the transaction. `cursor`: a
-    `prepared.cursor()` the caller keeps for its batch."""
-    now = timezone.now()
-    cursor.execute(_SENT, [now, result.provider_message_id, result.response[:2000], message.message_id_header, now,
-                           message.pk, new_id("evt"), now, json.dumps(_sent_data(message, result))])
+def _journal(message, result, *, cursor, journaled):
+    """Records that the provider accepted `message`: one narrow row (a prepared statement on PostgreSQL,
+    committed at once), applied to the message and its events with the rest of the batch. `cursor`:
+    the batch's `prepared.cursor()`; `journaled` collects the batch's message ids."""
+    cursor.execute(_journal_sql(connection.vendor), [
+        message.pk, new_id("evt"), timezone.now(), message.message_id_header, result.provider_message_id,
+        result.response[:2000], json.dumps(_sent_data(message, result))])
+    journaled.append(message.pk)
     return "sent"
+
+
+_HAND_OFF_TABLE, _MESSAGE_TABLE, _EVENT_TABLE = HandOff._meta.db_table, Message._meta.db_table, Event._meta.db_table
+# Journal rows out, their messages `sent`, their `message.sent` events in: one statement (PostgreSQL).
+_APPLY = (f"WITH journal AS (DELETE FROM {_HAND_OFF_TABLE} WHERE message_id = ANY(%s) RETURNING *), "
+          f"sent AS (UPDATE {_MESSAGE_TABLE} m SET status = 'sent', sent_at = j.sent_at, "
+          f"provider_message_id = j.provider_message_id, provider_response = j.provider_response, "
+          f"message_id_header = j.message_id_header, lease_expires_at = NULL, updated_at = %s "
+          f"FROM journal j WHERE m.id = j.message_id AND m.status = 'sending' "
+          f"RETURNING j.event_id, m.workspace_id, m.id AS message_id, j.sent_at, j.event_data) "
+          f"INSERT INTO {_EVENT_TABLE} (id, workspace_id, message_id, type, occurred_at, data) "
+          f"SELECT event_id, workspace_id, message_id, 'message.sent', sent_at, event_data FROM sent "
+          f"ORDER BY sent_at, message_id RETURNING seq, id, workspace_id, message_id, occurred_at")
+
+
+def apply_hand_offs(message_ids) -> int:
+    """Applies the journal rows of these messages (see HandOff): each message still `sending` becomes
+    `sent` with the provider's answer, and gets its `message.sent` event (webhook deliveries and hooks
+    follow as for any event), all in one transaction; the rows go. Returns how many were applied.
+    A worker calls it after each claimed batch, the reconciler for the messages of expired leases."""
+    message_ids = list(message_ids)
+    if not message_ids:
+        return 0
+    with transaction.atomic():
+        if _in_one_statement():
+            with prepared.cursor() as cursor:
+                cursor.execute(_APPLY, [message_ids, timezone.now()])
+                created = [bulk.new(Event, seq=seq, id=pk, workspace_id=workspace_id, message_id=message_id,
+                                    type="message.sent", occurred_at=at)
+                           for seq, pk, workspace_id, message_id, at in cursor.fetchall()]
+        else:
+            created = _apply_with_the_orm(message_ids)
+        events.written(created)
+    return len(created)
+
+
+def _in_one_statement() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _apply_with_the_orm(message_ids) -> list:
+    journal = list(HandOff.objects.select_for_update().filter(message_id__in=message_ids)
+                   .order_by("sent_at", "message_id"))
+    HandOff.objects.filter(message_id__in=[row.message_id for row in journal]).delete()
+    sending = dict(Message.objects.filter(pk__in=[row.message_id for row in journal], status="sending")
+                   .values_list("pk", "workspace_id"))
+    now = timezone.now()
+    for row in journal:
+        if row.message_id in sending:
+            Message.objects.filter(pk=row.message_id).update(
+                status="sent", sent_at=row.sent_at, provider_message_id=row.provider_message_id,
+                provider_response=row.provider_response, message_id_header=row.message_id_header,
+                lease_expires_at=None, updated_at=now)
+    return bulk.insert(Event, [
+        bulk.new(Event, id=row.event_id, workspace_id=sending[row.message_id], message_id=row.message_id,
+                 type="message.sent", occurred_at=row.sent_at, data=row.event_data)
+        for row in journal if row.message_id in sending])
 
 
 def _stopped(message, rejection):
@@ -551,13 +587,17 @@ def _fail_over(message, exc) -> bool:
 def reconcile(now=None) -> dict:
     """Re-enqueues due waiting messages that no live job covers; returns expired leases to the queue.
 
-    A message is covered by a live job of its own (a later attempt) or of its mailbox; `enqueued`
-    counts the messages that got a job. A job that let a lease expire is dead, though RQ lists it as
-    started until its own timeout: a live job gives its claimed messages back before their lease ends."""
+    A message of an expired lease that its provider had accepted (its journal row is there: the worker
+    died before applying it) is recorded `sent`, not queued again; `recorded` counts those. A message
+    is covered by a live job of its own (a later attempt) or of its mailbox; `enqueued` counts the
+    messages that got a job. A job that let a lease expire is dead, though RQ lists it as started until
+    its own timeout: a live job applies its journal and gives its claimed messages back before their
+    lease ends."""
     now = now or timezone.now()
     with acting_as(Actor("system", "", "reconciler")):
         leases = Message.objects.filter(status="sending", lease_expires_at__lt=now)
         lapsed = list(leases.values_list("pk", "mailbox_id"))
+        recorded = apply_hand_offs([pk for pk, _ in lapsed])
         expired = leases.filter(pk__in=[pk for pk, _ in lapsed]).update(status="queued", lease_expires_at=None,
                                                                         updated_at=now)
         due = (Message.objects.filter(status__in=WAITING, scheduled_at__lte=now)
@@ -570,7 +610,7 @@ def reconcile(now=None) -> dict:
         mailboxes = sorted({mailbox_id for _, mailbox_id in uncovered})
         if mailboxes:
             enqueue_many([(None, None, 0, mailbox_id) for mailbox_id in mailboxes], force=True)
-    return {"expired_leases": expired, "enqueued": len(uncovered)}
+    return {"recorded": recorded, "expired_leases": expired, "enqueued": len(uncovered)}
 
 
 def _live_jobs(dead_mailboxes=(), dead_messages=()):

@@ -44,15 +44,22 @@ def emit_many(*, workspace, items, occurred_at=None) -> list:
     if not items:
         return []
     when = occurred_at or timezone.now()
-    from controlplane import bulk, effects, webhooks
+    from controlplane import bulk
 
-    created = bulk.insert(Event, [
+    return written(bulk.insert(Event, [
         bulk.new(Event, id=new_id("evt"), workspace=workspace, message=message, type=kind, occurred_at=when, data=data or {})
-        for kind, message, data in items])
+        for kind, message, data in items]))
+
+
+def written(created) -> list:
+    """What follows events written together (by `emit_many`, or by a caller's own statement): their
+    effects and webhook deliveries in the caller's transaction, the after-commit hooks after it."""
+    from controlplane import effects, webhooks
+
     for event in created:
         effects.apply(event)
     webhooks.fan_out_many(created)
-    if _after_commit_hooks:
+    if _after_commit_hooks and created:
         ids = [event.pk for event in created]
         transaction.on_commit(lambda: [hook(ids) for hook in _after_commit_hooks])
     return created

@@ -116,6 +116,29 @@ class Event(models.Model):
         return f"{self.type} {self.id}"
 
 
+class HandOff(models.Model):
+    """The hand-off journal: "the provider accepted this message", written the moment it answered.
+
+    One narrow row per accepted message is the only write of a burst per message; the status change to
+    `sent` and the `message.sent` event (carried here, ready to insert) are applied from these rows once
+    per claimed batch, in one transaction (`dispatch.apply_hand_offs`). A worker that dies before that
+    leaves its rows behind, and the reconciler applies them before it releases the expired leases: so a
+    message is handed off again only if its worker died between the provider's answer and this row
+    (contract §4.8). A row exists only while its message is `sending`; `message_id` is a plain column
+    (no foreign-key check per insert) as the row lives for one batch."""
+
+    message_id = models.CharField(primary_key=True, max_length=40)
+    event_id = models.CharField(max_length=40)
+    sent_at = models.DateTimeField()
+    message_id_header = models.CharField(max_length=300, blank=True)
+    provider_message_id = models.CharField(max_length=300, blank=True)
+    provider_response = models.TextField(blank=True)
+    event_data = models.JSONField(default=dict)
+
+    def __str__(self):
+        return self.message_id
+
+
 class IdempotencyRecord(models.Model):
     """The first answer to an `Idempotency-Key`, replayed for repeats with the same body (kept ≥ 24 h)."""
 

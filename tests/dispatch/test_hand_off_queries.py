@@ -1,5 +1,5 @@
 """Hand-off's statements: the claim returns its messages, each mailbox (with its domain, workspace and
-provider) is read once per job, one prepared statement records each hand-off, nothing is loaded again
+provider) is read once per job, one prepared statement journals each hand-off, nothing is loaded again
 field by field; and how pauses stop a job."""
 
 import pytest
@@ -26,7 +26,7 @@ def _hand_off(api, count):
 
 def test_hand_off_reads_in_a_fixed_number_of_statements(api, sending_setup, smtp_sink):
     few, many = _hand_off(api, 3), _hand_off(api, 9)
-    # One statement per message records its hand-off; everything else is per batch.
+    # One statement per message journals its hand-off; everything else (applying the journal too) is per batch.
     assert len(many) - len(few) == 6, "\n".join(many)
     # and no field left out of a batch read is fetched on its own afterwards (Django's refresh_from_db)
     assert not [sql for sql in few + many if "LIMIT 21" in sql], "\n".join(few)
@@ -74,9 +74,10 @@ def test_the_per_message_statements_are_prepared(api, sending_setup, smtp_sink, 
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         statements = [row[0] for row in cursor.fetchall()]
-    sent = [s for s in statements if "SET status = 'sent'" in s]
+    journal = [s for s in statements if s.startswith("INSERT INTO controlplane_handoff")]
+    applied = [s for s in statements if "SET status = 'sent'" in s]
     claim = [s for s in statements if "SET status = 'sending'" in s]
-    assert (len(sent), len(claim)) == ((1, 1) if prepared else (0, 0)), statements
+    assert (len(journal), len(applied), len(claim)) == ((1, 1, 1) if prepared else (0, 0, 0)), statements
 
 
 def test_prepared_statements_are_logged_with_their_parameters(api, sending_setup, smtp_sink, settings):

@@ -187,7 +187,7 @@ def test_a_job_listed_as_running_whose_lease_expired_covers_nothing(api, sending
 
     Message.objects.filter(pk=claimed["id"]).update(status="sending", attempts=1,
                                                     lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
-    assert dispatch.reconcile() == {"expired_leases": 1, "enqueued": 2}
+    assert dispatch.reconcile() == {"recorded": 0, "expired_leases": 1, "enqueued": 2}
     run_workers()
     assert sorted(smtp_sink.recipients()) == ["lead@example.com", "next@example.com"]
     assert set(Message.objects.filter(pk__in=[claimed["id"], waiting["id"]]).values_list("status", flat=True)) \
@@ -204,7 +204,85 @@ def test_expired_lease_is_released_and_sent_once(api, sending_setup, smtp_sink, 
     # A worker claimed the message and died before handing it off.
     Message.objects.filter(pk=body["id"]).update(status="sending", attempts=1,
                                                  lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
-    assert dispatch.reconcile() == {"expired_leases": 1, "enqueued": 1}
+    assert dispatch.reconcile() == {"recorded": 0, "expired_leases": 1, "enqueued": 1}
     run_workers()
     assert smtp_sink.recipients() == ["lead@example.com"]
     assert Message.objects.get(pk=body["id"]).status == "sent"
+
+
+def _died_before_applying(monkeypatch):
+    """Hand-off as a worker does it, except that the worker dies after its journal rows, before it applies
+    them: the messages keep their lease (the reconciler finds them once it expires)."""
+    from controlplane import dispatch
+
+    monkeypatch.setattr(dispatch, "apply_hand_offs", lambda message_ids: 0)
+
+
+def test_a_hand_off_journaled_by_a_dead_worker_is_recorded_not_sent_again(api, sending_setup, smtp_sink, run_workers,
+                                                                          redis_conn, monkeypatch):
+    from django.utils import timezone
+
+    from controlplane import dispatch
+    from controlplane.models import HandOff
+
+    mailbox = sending_setup["mailboxes"][0]
+    ids = [api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"j{n}@example.com"},
+                    format="json").json()["id"] for n in range(3)]
+    with monkeypatch.context() as patch:
+        _died_before_applying(patch)
+        dispatch.dispatch_mailboxes([mailbox.pk])
+    assert len(smtp_sink.messages) == 3
+    # The provider's answers are in the journal; the messages still read `sending`, with no event yet.
+    assert set(HandOff.objects.values_list("message_id", flat=True)) == set(ids)
+    assert set(Message.objects.values_list("status", flat=True)) == {"sending"}
+    assert not Event.objects.filter(type="message.sent").exists()
+    assert dispatch.reconcile()["recorded"] == 0  # the leases still hold: a live worker would apply them
+
+    Message.objects.update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    redis_conn.flushdb()
+    assert dispatch.reconcile() == {"recorded": 3, "expired_leases": 0, "enqueued": 0}
+    run_workers()
+    assert len(smtp_sink.messages) == 3  # nothing went twice
+    assert not HandOff.objects.exists()
+    for pk in ids:
+        detail = api.get(f"/api/v1/messages/{pk}").json()
+        assert detail["status"] == "sent" and detail["provider_response"].startswith("250"), detail
+        assert detail["sent_at"] and detail["message_id_header"] == f"<{pk}@mail.acme.com>"
+        assert [e["type"] for e in detail["events"]] == ["message.accepted", "message.sent"]
+        sent = detail["events"][1]
+        assert sent["occurred_at"] == detail["sent_at"]
+        assert sent["data"]["mailbox"] == mailbox.pk and sent["data"]["provider"] == "smtp"
+        assert sent["data"]["response"].startswith("250")
+    feed = api.get("/api/v1/events", {"type": "message.sent"}).json()["results"]
+    assert [e["message"]["id"] for e in feed] == ids  # in the order they went out
+
+
+@pytest.mark.parametrize("one_statement", [True, False])
+def test_applying_the_journal_in_one_statement_or_through_the_orm_records_the_same(
+        api, sending_setup, smtp_sink, monkeypatch, one_statement):
+    """PostgreSQL applies the journal in one statement, other databases through the ORM: same messages,
+    same events, and a row whose message is no longer `sending` changes nothing."""
+    from controlplane import dispatch
+    from controlplane.models import HandOff
+
+    mailbox = sending_setup["mailboxes"][0]
+    ids = [api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"o{n}@example.com"},
+                    format="json").json()["id"] for n in range(3)]
+    with monkeypatch.context() as patch:
+        _died_before_applying(patch)
+        dispatch.dispatch_mailboxes([mailbox.pk])
+    Message.objects.filter(pk=ids[2]).update(status="queued")  # not `sending`: its row is dropped, unapplied
+    monkeypatch.setattr(dispatch, "_in_one_statement", lambda: one_statement)
+    journal = {row.message_id: row for row in HandOff.objects.all()}
+    assert dispatch.apply_hand_offs(ids) == 2
+    assert not HandOff.objects.exists()
+    for pk in ids[:2]:
+        message, row = Message.objects.get(pk=pk), journal[pk]
+        assert (message.status, message.sent_at, message.provider_response, message.message_id_header) == \
+            ("sent", row.sent_at, row.provider_response, row.message_id_header)
+        event = Event.objects.get(message_id=pk, type="message.sent")
+        assert (event.id, event.occurred_at, event.data) == (row.event_id, row.sent_at, row.event_data)
+        assert event.workspace_id == message.workspace_id and event.data["provider"] == "smtp"
+    assert Message.objects.get(pk=ids[2]).status == "queued"
+    assert not Event.objects.filter(message_id=ids[2], type="message.sent").exists()
+    assert dispatch.apply_hand_offs(ids) == 0  # applied once
