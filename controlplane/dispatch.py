@@ -28,7 +28,7 @@ from controlplane.queues import queue
 from mailboxes.models import Mailbox
 from mailboxes.dns import dkim
 from mailboxes.services import caps
-from providers.base import OutgoingMessage, PermanentError, TransientError, transport_for
+from providers.base import OutgoingMessage, SendResult, TransientError, transport_for
 from suppression import services as suppression
 
 logger = logging.getLogger(__name__)
@@ -343,10 +343,9 @@ def _hand_off(messages, senders=None):
                for ws, group in by_workspace.items()}
     outcomes, sent_from, journaled = [], set(), []
     try:
-        with prepared.cursor() as cursor:  # one for the batch's journal rows
-            record = functools.partial(_journal, cursor=cursor, journaled=journaled)
+        with prepared.SentAhead(_journal_sql(connection.vendor)) as journal:
             for group in by_mailbox.values():
-                _hand_off_group(group, senders, record, deadline, blocked, outcomes, sent_from)
+                _hand_off_group(group, senders, journal, journaled, deadline, blocked, outcomes, sent_from)
     finally:  # what went out is recorded, whatever stopped the batch (else the reconciler does it)
         apply_hand_offs(journaled)
     # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
@@ -358,9 +357,11 @@ def _hand_off(messages, senders=None):
     return outcomes
 
 
-def _hand_off_group(group, senders, record, deadline, blocked, outcomes, sent_from):
-    """One mailbox's claimed messages, as one burst over its provider connection; `record(message, result)`
-    journals each accepted one."""
+def _hand_off_group(group, senders, journal, journaled, deadline, blocked, outcomes, sent_from):
+    """One mailbox's claimed messages, as one burst over its provider connection. Each accepted one is
+    journaled (`journal`, a `prepared.SentAhead`, its id added to `journaled`) while the next is built;
+    its journal row is committed before anything else touches the database and before the next
+    message's content is written, so a worker that dies repeats at most the message in flight."""
     first = group[0]
     try:
         policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
@@ -374,20 +375,30 @@ def _hand_off_group(group, senders, record, deadline, blocked, outcomes, sent_fr
         """The group's messages as they go out (each built when the transport is ready for it)."""
         for n, message in enumerate(group):
             if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
+                journal.wait()
                 _give_back(group[n:])
                 outcomes.append("given back")
                 return
             if message.to_address in blocked[message.workspace_id]:
+                journal.wait()
                 outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
                 continue
-            yield message, _outgoing(message, key)
+            item = (message, _outgoing(message, key))
+            journal.wait()  # the last one is in the journal before this one goes
+            yield item
+        journal.wait()  # ... and before the transport ends the last message
 
     with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing())) as results:
         for message, result in results:
-            outcome = _recorded(message, result, record)
-            if outcome == "sent":
+            if isinstance(result, SendResult):
+                _journal(message, result, journal)
+                journaled.append(message.pk)
                 sent_from.add(first.mailbox_id)
-            outcomes.append(outcome)
+                outcomes.append("sent")
+            else:
+                journal.wait()
+                outcomes.append(_not_sent(message, result))
+    journal.wait()
 
 
 def _outgoing(message, key) -> OutgoingMessage:
@@ -398,13 +409,11 @@ def _outgoing(message, key) -> OutgoingMessage:
                            mailbox_id=message.mailbox_id)
 
 
-def _recorded(message, result, record) -> str:
-    """Records what the provider answered for one message (a SendResult or the TransportError it raised)."""
-    if isinstance(result, TransientError):
-        return _transient(message, result)
-    if isinstance(result, PermanentError):
-        return _failed(message, result.reply, release=True)
-    return record(message, result)
+def _not_sent(message, error) -> str:
+    """Records a provider's refusal of one message (the TransportError its transport gave)."""
+    if isinstance(error, TransientError):
+        return _transient(message, error)
+    return _failed(message, error.reply, release=True)
 
 
 def _give_back(messages):
@@ -425,15 +434,11 @@ def _journal_sql(vendor) -> str:
             f"provider_response, event_data) VALUES (%s, %s, %s, %s, %s, %s, %s{'::jsonb' if vendor == 'postgresql' else ''})")
 
 
-def _journal(message, result, *, cursor, journaled):
-    """Records that the provider accepted `message`: one narrow row (a prepared statement on PostgreSQL,
-    committed at once), applied to the message and its events with the rest of the batch. `cursor`:
-    the batch's `prepared.cursor()`; `journaled` collects the batch's message ids."""
-    cursor.execute(_journal_sql(connection.vendor), [
-        message.pk, new_id("evt"), timezone.now(), message.message_id_header, result.provider_message_id,
-        result.response[:2000], json.dumps(_sent_data(message, result))])
-    journaled.append(message.pk)
-    return "sent"
+def _journal(message, result, journal):
+    """Records that the provider accepted `message`: one narrow row, committed on its own and applied to
+    the message and its events with the rest of the batch (`apply_hand_offs`)."""
+    journal.send([message.pk, new_id("evt"), timezone.now(), message.message_id_header, result.provider_message_id,
+                  result.response[:2000], json.dumps(_sent_data(message, result))])
 
 
 _HAND_OFF_TABLE, _MESSAGE_TABLE, _EVENT_TABLE = HandOff._meta.db_table, Message._meta.db_table, Event._meta.db_table
