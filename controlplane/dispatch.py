@@ -295,8 +295,9 @@ def dispatch_mailboxes(mailbox_ids):
 class Senders:
     """What hand-off needs of one job's mailboxes, read once per job: each mailbox with its workspace
     and domain (only the fields hand-off uses), each provider once (its settings decrypted once, not
-    per mailbox) and the domains' active DKIM keys. Pauses need no second read: each batch's claim takes nothing of a paused mailbox,
-    domain or workspace (one paused between the claim and this read is stopped by `check_pauses`).
+    per mailbox) and the domains' active DKIM keys. Pauses need no second read: each batch's claim
+    takes nothing of a paused mailbox, domain or workspace (one paused between the claim and this
+    read is stopped by `check_pauses`).
     `paused` holds the mailboxes stopped so, which the job claims no more."""
 
     def __init__(self, job_mailboxes=()):
@@ -451,7 +452,7 @@ _APPLY = (f"WITH journal AS (DELETE FROM {_HAND_OFF_TABLE} WHERE message_id = AN
           f"RETURNING j.event_id, m.workspace_id, m.id AS message_id, j.sent_at, j.event_data) "
           f"INSERT INTO {_EVENT_TABLE} (id, workspace_id, message_id, type, occurred_at, data) "
           f"SELECT event_id, workspace_id, message_id, 'message.sent', sent_at, event_data FROM sent "
-          f"ORDER BY sent_at, message_id RETURNING seq, id, workspace_id, message_id, occurred_at")
+          f"ORDER BY sent_at, message_id RETURNING seq, id, workspace_id, message_id, occurred_at, data::text")
 
 
 def apply_hand_offs(message_ids) -> int:
@@ -467,8 +468,8 @@ def apply_hand_offs(message_ids) -> int:
             with prepared.cursor() as cursor:
                 cursor.execute(_APPLY, [message_ids, timezone.now()])
                 created = [bulk.new(Event, seq=seq, id=pk, workspace_id=workspace_id, message_id=message_id,
-                                    type="message.sent", occurred_at=at)
-                           for seq, pk, workspace_id, message_id, at in cursor.fetchall()]
+                                    type="message.sent", occurred_at=at, data=json.loads(data))
+                           for seq, pk, workspace_id, message_id, at, data in cursor.fetchall()]
         else:
             created = _apply_with_the_orm(message_ids)
         events.written(created)

@@ -15,10 +15,6 @@ def on_event(hook):
     return hook
 
 
-def has_hooks() -> bool:
-    return bool(_after_commit_hooks)
-
-
 def emit(*, workspace, type: str, message=None, data=None, occurred_at=None) -> Event:
     if type not in EVENT_TYPES:
         raise ValueError(f"Unknown event type {type!r}")
