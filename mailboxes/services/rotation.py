@@ -10,6 +10,7 @@ import heapq
 import random
 from collections import deque
 
+from django.db import OperationalError, transaction
 from django.db.models import F
 
 from controlplane.api.errors import PolicyRejection
@@ -87,6 +88,7 @@ class Planner:
         self.heap = []  # (sort key, pk) of locked mailboxes that may still have room
         self.full = set()
         self.passed_over = False  # a candidate with room was locked by another transaction
+        self.held = deque()  # those candidates, in order: with `wait`, waited for once nothing else has room
 
     def _key(self, mailbox):
         rank = self.rank[mailbox.pk]
@@ -116,6 +118,7 @@ class Planner:
                 self._take(got.values())
                 return True
             self.passed_over = True
+            self.held.append(first)
         while self.queue:
             taken = [self.queue.popleft() for _ in range(min(len(self.queue), max(need, CHUNK)))]
             # Sends enough for every one taken (a batch): lock them outright, the ledger tells which have
@@ -128,16 +131,35 @@ class Planner:
             got = _lock(want)
             if len(got) < len(want):
                 self.passed_over = True
-            if not got and self.wait and not self.locked:
-                # Every one with room is busy: wait for the first, then take whichever others the
-                # transaction that held it has let go of, so the sends still spread over the pool.
-                got = _lock(want[:1], skip_locked=False)
-                if got and len(want) > 1:
-                    got.update(_lock(want[1:]))
+                self.held.extend(pk for pk in want if pk not in got)
             self._take([got[pk] for pk in want if pk in got])
             if got:
                 return True
         return False
+
+    def _wait_for_held(self) -> bool:
+        """With `wait`, once no locked candidate has room and none is left to try: waits for the first
+        candidate another transaction held that looks like it has room, then takes whichever others
+        are free by then, so the sends still spread over the pool. False when there is none.
+
+        This transaction may already hold mailboxes (full ones), and a transaction waiting for one of
+        those may hold the one waited for here: the wait runs in a savepoint, and when PostgreSQL
+        breaks such a deadlock by failing this side, the round gives up these sends (the caller
+        places them again in its next round) instead of failing the whole request."""
+        roomy = self._with_room([pk for pk in dict.fromkeys(self.held) if pk not in self.locked])
+        self.held.clear()
+        if not roomy:
+            return False
+        try:
+            with transaction.atomic():
+                got = _lock(roomy[:1], skip_locked=False)
+        except OperationalError:  # a deadlock, broken on this side
+            return False
+        if len(roomy) > 1:
+            got.update(_lock(roomy[1:]))
+        self.held.extend(pk for pk in roomy[1:] if pk not in got)
+        self._take([got[pk] for pk in roomy if pk in got])
+        return bool(got) or bool(self.held)
 
     def _reserve(self, mailbox):
         try:
@@ -192,7 +214,7 @@ class Planner:
                 if reservation is not None:
                     heapq.heappush(self.heap, (self._key(mailbox), pk))
                     return mailbox, reservation, False
-            if not self._lock_more(1 if self.expected == 1 else CHUNK):
+            if not self._lock_more(1 if self.expected == 1 else CHUNK) and not (self.wait and self._wait_for_held()):
                 break
         if self.passed_over:
             return None
