@@ -210,12 +210,18 @@ def test_expired_lease_is_released_and_sent_once(api, sending_setup, smtp_sink, 
     assert Message.objects.get(pk=body["id"]).status == "sent"
 
 
-def _died_before_applying(monkeypatch):
-    """Hand-off as a worker does it, except that the worker dies after its journal rows, before it applies
-    them: the messages keep their lease (the reconciler finds them once it expires)."""
+def _journaled_by_a_dead_worker(api, mailbox, monkeypatch, prefix):
+    """Three sends from `mailbox` handed off as a worker does it, except that the worker dies after their
+    journal rows, before it applies them: the messages keep their lease (the reconciler finds them once
+    it expires). Returns their ids."""
     from controlplane import dispatch
 
-    monkeypatch.setattr(dispatch, "apply_hand_offs", lambda message_ids: 0)
+    ids = [api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"{prefix}{n}@example.com"},
+                    format="json").json()["id"] for n in range(3)]
+    with monkeypatch.context() as patch:
+        patch.setattr(dispatch, "apply_hand_offs", lambda message_ids: 0)
+        dispatch.dispatch_mailboxes([mailbox.pk])
+    return ids
 
 
 def test_a_hand_off_journaled_by_a_dead_worker_is_recorded_not_sent_again(api, sending_setup, smtp_sink, run_workers,
@@ -226,11 +232,7 @@ def test_a_hand_off_journaled_by_a_dead_worker_is_recorded_not_sent_again(api, s
     from controlplane.models import HandOff
 
     mailbox = sending_setup["mailboxes"][0]
-    ids = [api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"j{n}@example.com"},
-                    format="json").json()["id"] for n in range(3)]
-    with monkeypatch.context() as patch:
-        _died_before_applying(patch)
-        dispatch.dispatch_mailboxes([mailbox.pk])
+    ids = _journaled_by_a_dead_worker(api, mailbox, monkeypatch, "j")
     assert len(smtp_sink.messages) == 3
     # The provider's answers are in the journal; the messages still read `sending`, with no event yet.
     assert set(HandOff.objects.values_list("message_id", flat=True)) == set(ids)
@@ -265,12 +267,7 @@ def test_applying_the_journal_in_one_statement_or_through_the_orm_records_the_sa
     from controlplane import dispatch
     from controlplane.models import HandOff
 
-    mailbox = sending_setup["mailboxes"][0]
-    ids = [api.post("/api/v1/messages", {**BODY, "from": mailbox.address, "to": f"o{n}@example.com"},
-                    format="json").json()["id"] for n in range(3)]
-    with monkeypatch.context() as patch:
-        _died_before_applying(patch)
-        dispatch.dispatch_mailboxes([mailbox.pk])
+    ids = _journaled_by_a_dead_worker(api, sending_setup["mailboxes"][0], monkeypatch, "o")
     Message.objects.filter(pk=ids[2]).update(status="queued")  # not `sending`: its row is dropped, unapplied
     monkeypatch.setattr(dispatch, "_in_one_statement", lambda: one_statement)
     journal = {row.message_id: row for row in HandOff.objects.all()}
