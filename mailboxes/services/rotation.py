@@ -139,14 +139,17 @@ class Planner:
 
     def _wait_for_held(self) -> bool:
         """With `wait`, once no locked candidate has room and none is left to try: waits for the first
-        candidate another transaction held that looks like it has room, then takes whichever others
-        are free by then, so the sends still spread over the pool. False when there is none.
+        candidate another transaction held, then takes whichever others are free by then, so the sends
+        still spread over the pool. False when there is none.
 
         This transaction may already hold mailboxes (full ones), and a transaction waiting for one of
         those may hold the one waited for here: the wait runs in a savepoint, and when PostgreSQL
         breaks such a deadlock by failing this side, the round gives up these sends (the caller
         places them again in its next round) instead of failing the whole request."""
-        roomy = self._with_room([pk for pk in dict.fromkeys(self.held) if pk not in self.locked])
+        held = [pk for pk in dict.fromkeys(self.held) if pk not in self.locked]
+        # Holding nothing yet (every candidate was held): the first in order, as it is; else only those
+        # that look like they have room (read without locks), as a full one is what stopped this one.
+        roomy = held if not self.locked else self._with_room(held)
         self.held.clear()
         if not roomy:
             return False
