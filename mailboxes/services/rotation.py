@@ -18,6 +18,7 @@ from mailboxes.models import Mailbox, Pool
 from mailboxes.services import caps
 
 CHUNK = 16
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for the side of a deadlock it fails
 
 # Columns placement never reads (health state, diagnostics, DNS check results, timestamps): left out
 # of the candidate reads, which a batch makes for up to a thousand mailboxes. Tested: nothing reads one
@@ -156,7 +157,9 @@ class Planner:
         try:
             with transaction.atomic():
                 got = _lock(roomy[:1], skip_locked=False)
-        except OperationalError:  # a deadlock, broken on this side
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != DEADLOCK_DETECTED:
+                raise
             return False
         if len(roomy) > 1:
             got.update(_lock(roomy[1:]))

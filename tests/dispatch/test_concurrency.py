@@ -177,3 +177,53 @@ def test_a_batch_whose_only_free_mailbox_is_full_waits_for_a_busy_one(api, sendi
     assert response.status_code == 200 and all("id" in item for item in response.json()["results"]), response.json()
     used = list(Message.objects.exclude(to_address="first@example.com").values_list("mailbox_id", flat=True))
     assert sorted(used.count(pk) for pk in busy) == [2, 2] and full not in used
+
+
+def test_a_deadlock_while_waiting_for_a_held_mailbox_costs_a_round_not_the_request(api, sending_setup):
+    """The batch holds the pool's full mailbox and waits for a held one, whose holder then waits for the
+    full one: PostgreSQL breaks the deadlock by failing one side. Whichever it is, the batch is
+    placed (in a later round if it was this side) and the request succeeds."""
+    import time
+
+    from django.db import DatabaseError, connection, transaction
+
+    from mailboxes.models import Mailbox
+
+    full, *busy = [m.pk for m in sending_setup["mailboxes"]]
+    Mailbox.objects.filter(pk=full).update(daily_cap=1)
+    assert api.post("/api/v1/messages", {"to": "first@example.com", "from": sending_setup["mailboxes"][0].address,
+                                         "subject": "s", "text": "t"}, format="json").status_code == 202
+
+    def deadlocks():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
+    before = deadlocks()
+    locked, outcome = threading.Event(), {}
+
+    def hold_the_others_then_want_the_full_one():
+        try:
+            with transaction.atomic():
+                list(Mailbox.objects.select_for_update().filter(pk__in=busy))
+                locked.set()
+                time.sleep(0.5)  # the batch has locked the full one by now, and waits for one of these
+                list(Mailbox.objects.select_for_update().filter(pk=full))
+            outcome["holder"] = "done"
+        except DatabaseError as exc:
+            outcome["holder"] = f"failed: {exc}"
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_others_then_want_the_full_one)
+    holder.start()
+    assert locked.wait(10)
+    response = api.post("/api/v1/messages/batch", {"messages": [
+        {"to": f"lead{n}@example.com", "subject": "s", "text": "t"} for n in range(4)]}, format="json")
+    holder.join()
+    assert response.status_code == 200 and all("id" in item for item in response.json()["results"]), response.json()
+    assert full not in Message.objects.exclude(to_address="first@example.com").values_list("mailbox_id", flat=True)
+    deadline = time.monotonic() + 5  # the statistics arrive a moment later
+    while deadlocks() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert deadlocks() == before + 1, outcome
