@@ -113,32 +113,39 @@ def test_concurrent_requests_with_one_idempotency_key_create_one_message(live_se
     assert Message.objects.count() == 1
 
 
-def test_a_batch_that_waited_for_a_busy_pool_still_rotates(api, sending_setup):
-    """Another transaction holds every mailbox of the pool: a batch arriving meanwhile waits for it, then
-    spreads over the pool as usual instead of piling onto the first mailbox it waited for."""
+def _batch_while_held(api, held, count):
+    """POSTs a batch of `count` sends while another transaction holds the mailboxes `held` (for half a
+    second after the batch starts); returns the response."""
     from django.db import connection, transaction
 
     from mailboxes.models import Mailbox
 
-    ids = [m.pk for m in sending_setup["mailboxes"]]
     locked, release = threading.Event(), threading.Event()
 
-    def hold_the_pool():
+    def hold():
         try:
             with transaction.atomic():
-                list(Mailbox.objects.select_for_update().filter(pk__in=ids))
+                list(Mailbox.objects.select_for_update().filter(pk__in=held))
                 locked.set()
                 release.wait(10)
         finally:
             connection.close()
 
-    holder = threading.Thread(target=hold_the_pool)
+    holder = threading.Thread(target=hold)
     holder.start()
     assert locked.wait(10)
     threading.Timer(0.5, release.set).start()
     response = api.post("/api/v1/messages/batch", {"messages": [
-        {"to": f"lead{n}@example.com", "subject": "s", "text": "t"} for n in range(6)]}, format="json")
+        {"to": f"lead{n}@example.com", "subject": "s", "text": "t"} for n in range(count)]}, format="json")
     holder.join()
+    return response
+
+
+def test_a_batch_that_waited_for_a_busy_pool_still_rotates(api, sending_setup):
+    """Another transaction holds every mailbox of the pool: a batch arriving meanwhile waits for it, then
+    spreads over the pool as usual instead of piling onto the first mailbox it waited for."""
+    ids = [m.pk for m in sending_setup["mailboxes"]]
+    response = _batch_while_held(api, ids, 6)
     assert response.status_code == 200 and all("id" in item for item in response.json()["results"]), response.json()
     used = Message.objects.values_list("mailbox_id", flat=True)
     assert sorted(list(used).count(pk) for pk in ids) == [2, 2, 2]
@@ -146,9 +153,8 @@ def test_a_batch_that_waited_for_a_busy_pool_still_rotates(api, sending_setup):
 
 def test_a_batch_whose_only_free_mailbox_is_full_waits_for_a_busy_one(api, sending_setup):
     """The pool's only mailbox not held by another transaction has no room left today: the batch waits for
-    a held one (in a later round) rather than giving up, and its sends spread over the others."""
-    from django.db import connection, transaction
-
+    a held one rather than giving up (it used to lose every round and be refused), and its sends spread
+    over the others."""
     from mailboxes.models import Mailbox
 
     full, *busy = [m.pk for m in sending_setup["mailboxes"]]
@@ -156,24 +162,7 @@ def test_a_batch_whose_only_free_mailbox_is_full_waits_for_a_busy_one(api, sendi
     first = api.post("/api/v1/messages", {"to": "first@example.com", "from": sending_setup["mailboxes"][0].address,
                                           "subject": "s", "text": "t"}, format="json")
     assert first.status_code == 202, first.json()
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_others():
-        try:
-            with transaction.atomic():
-                list(Mailbox.objects.select_for_update().filter(pk__in=busy))
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold_the_others)
-    holder.start()
-    assert locked.wait(10)
-    threading.Timer(0.5, release.set).start()
-    response = api.post("/api/v1/messages/batch", {"messages": [
-        {"to": f"lead{n}@example.com", "subject": "s", "text": "t"} for n in range(4)]}, format="json")
-    holder.join()
+    response = _batch_while_held(api, busy, 4)
     assert response.status_code == 200 and all("id" in item for item in response.json()["results"]), response.json()
     used = list(Message.objects.exclude(to_address="first@example.com").values_list("mailbox_id", flat=True))
     assert sorted(used.count(pk) for pk in busy) == [2, 2] and full not in used
