@@ -16,7 +16,7 @@ class PendingCount(models.Model):
     mailbox_id = models.CharField(max_length=40, null=True)
     at = models.DateTimeField(help_text="The message's scheduled_at: its day is the count's day.")
     metric = models.CharField(max_length=20, help_text="A message status, hard_bounce or complaint.")
-    change = models.SmallIntegerField()
+    change = models.IntegerField()
 
     class Meta:
         indexes = [models.Index(fields=["workspace_id", "at"], name="stats_pending_ws_at")]

@@ -37,6 +37,25 @@ def counts(workspace, days, mailbox=None):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"])
+def test_messages_either_side_of_a_local_midnight_count_on_their_own_days(acme, zone):
+    """Pending changes are summed per minute: in a zone whose offset is not whole hours, a message one
+    second before local midnight still counts on its day, and one at midnight on the next."""
+    ws, mailbox = acme.workspace, acme.mailbox
+    ws.timezone = zone
+    ws.save(update_fields=["timezone"])
+    today, yesterday = day_in(ws, 0), day_in(ws, 1)
+    midnight = dt.datetime.combine(today, dt.time(0, 0), tzinfo=ws.tz)
+    Message.objects.bulk_create([
+        Message(workspace=ws, mailbox=mailbox, to_address=f"e{i}@prospect.com", subject="Hi", text="Hello",
+                status="queued", scheduled_at=midnight + dt.timedelta(seconds=offset))
+        for i, offset in enumerate([-1, -1, 0, 59])])
+    assert counts(ws, [yesterday, today]) == {yesterday: {"queued": 2}, today: {"queued": 2}}
+    stats.fold()
+    assert counts(ws, [yesterday, today]) == {yesterday: {"queued": 2}, today: {"queued": 2}}
+
+
+@pytest.mark.django_db
 def test_a_message_is_counted_under_its_current_status_and_day_through_every_change(acme):
     ws, mailbox = acme.workspace, acme.mailbox
     today, yesterday = day_in(ws, 0), day_in(ws, 1)
@@ -71,10 +90,14 @@ def test_statements_that_write_many_messages_count_each_one(acme):
                                          text="Hello", status="queued", scheduled_at=at_noon(ws, today))
                                  for i in range(5)])
     assert counts(ws, [today]) == {today: {"queued": 5}}
+    # One pending row per mailbox, minute and status a statement changed, its changes summed.
+    assert list(PendingCount.objects.values_list("metric", "change")) == [("queued", 5)]
     Message.objects.filter(workspace=ws).update(status="sending")
     Message.objects.filter(workspace=ws).update(subject="Changed")  # nothing counted changes
     Message.objects.filter(pk__in=list(Message.objects.values_list("pk", flat=True)[:2])).update(status="sent")
     assert counts(ws, [today]) == {today: {"sending": 3, "sent": 2}}
+    assert sorted(PendingCount.objects.values_list("metric", "change")) == [
+        ("queued", -5), ("queued", 5), ("sending", -2), ("sending", 5), ("sent", 2)]
     stats.fold()
     assert counts(ws, [today]) == {today: {"sending": 3, "sent": 2}}
 
