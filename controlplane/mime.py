@@ -88,6 +88,16 @@ def _footer_html(workspace, url):
 _LOOK_UP = object()
 
 
+def date_header(at) -> str:
+    """The Date header for `at` (RFC 5322 has whole seconds): written once per second and offset."""
+    return _date_header(at.replace(microsecond=0), at.utcoffset())
+
+
+@functools.lru_cache(maxsize=64)
+def _date_header(at, offset) -> str:
+    return format_datetime(at)
+
+
 # Printable ASCII without line breaks: such a header value needs neither RFC 2047 encoding nor folding.
 _PLAIN = re.compile(r"[\x21-\x7e][\x20-\x7e]*\Z")
 
@@ -102,7 +112,7 @@ def build(message, *, now=None, dkim_key=_LOOK_UP) -> bytes:
         ("From", (mailbox.display_name or "", mailbox.address)),  # an Address only if the email package writes it
         ("To", message.to_address),
         ("Subject", message.subject),
-        ("Date", format_datetime(now or timezone.now())),
+        ("Date", date_header(now or timezone.now())),
         ("Message-ID", message.message_id_header or message_id_header(message)),
         ("List-Unsubscribe", f"<{url}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),

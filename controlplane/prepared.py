@@ -87,6 +87,7 @@ class SentAhead:
             return
         connection.ensure_connection()
         self.raw = connection.connection
+        self.errors = connection.wrap_database_errors  # Django's errors for psycopg's (kept: read per run)
         self.pgconn = self.raw.pgconn
         self.name = b"controlplane_" + hashlib.sha1(sql.encode()).hexdigest()[:16].encode()
         parts = sql.split("%s")
@@ -108,7 +109,7 @@ class SentAhead:
         """Reads the result of the statement in flight, if any; raises its error (as Django's)."""
         if not self.pending:
             return
-        with connection.wrap_database_errors:
+        with self.errors:
             self.pending = False
             self.pgconn.consume_input()
             while self.pgconn.is_busy():
@@ -128,14 +129,14 @@ class SentAhead:
             raise _error(failed)
 
     def _prepare(self):
-        with connection.wrap_database_errors:
+        with self.errors:
             result = self.pgconn.prepare(self.name, self.text)
             if result.status != pq.ExecStatus.COMMAND_OK and _sqlstate(result) != _ALREADY_PREPARED:
                 raise _error(result)
         _PREPARED[self.raw].add(self.name)
 
     def _send(self):
-        with connection.wrap_database_errors:
+        with self.errors:
             self.pgconn.send_query_prepared(self.name, self.values)
             self.pending = True
             while self.pgconn.flush():  # the socket's buffer is full: wait until it takes the rest

@@ -51,9 +51,14 @@ def _tls_context(*, verify: bool) -> ssl.SSLContext:
 class SmtpTransport(Transport):
     kind = "smtp"
 
-    def _key(self, mailbox_id):
+    @functools.cached_property
+    def _version(self):
         c = self.connection
-        return (c.pk, c.settings.get("host"), c.settings.get("port"), str(c.updated_at), mailbox_id)
+        return (c.pk, c.settings.get("host"), c.settings.get("port"), str(c.updated_at))
+
+    def _key(self, mailbox_id):
+        """Which kept-open connection a mailbox's messages go over: a changed provider gets new ones."""
+        return (*self._version, mailbox_id)
 
     def _open(self):
         settings = self.connection.settings

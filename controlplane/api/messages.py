@@ -221,8 +221,16 @@ class NewestFirst(CursorPagination):
     ordering = "-id"
 
 
+class _BatchItem(serializers.DictField):
+    """A batch's item: a JSON object, taken as it is (MessageInputSerializer validates its fields next),
+    without DictField's pass over each of its values."""
+
+    def to_internal_value(self, data):
+        return data if type(data) is dict else super().to_internal_value(data)
+
+
 class BatchSerializer(serializers.Serializer):
-    messages = serializers.ListField(child=serializers.DictField(), allow_empty=False, max_length=MAX_BATCH)
+    messages = serializers.ListField(child=_BatchItem(), allow_empty=False, max_length=MAX_BATCH)
 
 
 class MessageViewSet(WorkspaceScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):

@@ -63,6 +63,10 @@ def test_batch_answers_each_item_in_order(api, sending_setup):
     assert "to" in results[2]["error"]["fields"]
     too_many = api.post("/api/v1/messages/batch", {"messages": [BODY] * 1001}, format="json")
     assert "messages" in assert_error(too_many, 400, "validation_error")["fields"]
+    not_objects = assert_error(api.post("/api/v1/messages/batch", {"messages": [BODY, "hi", [BODY]]}, format="json"),
+                               400, "validation_error")
+    assert 'Expected a dictionary of items but got type "str".' in str(not_objects["fields"])
+    assert 'got type "list"' in str(not_objects["fields"])
     assert Message.objects.count() == 2
 
 

@@ -100,3 +100,15 @@ def test_unsubscribe_tokens_are_django_signer_tokens_across_key_rotation(setting
     settings.SECRET_KEY_FALLBACKS = []
     with pytest.raises(signing.BadSignature):
         mime.message_id_from_token(before_rotation)
+
+
+def test_the_date_header_is_the_email_package_s_for_its_second_and_offset():
+    from email.utils import format_datetime
+
+    paris = dt.timezone(dt.timedelta(hours=2))
+    for at in [NOW, NOW.replace(microsecond=999_999), NOW + dt.timedelta(seconds=1), NOW.astimezone(paris),
+               (NOW + dt.timedelta(seconds=1)).astimezone(paris)]:
+        assert mime.date_header(at) == format_datetime(at.replace(microsecond=0))
+    assert mime.date_header(NOW.astimezone(paris)).endswith("+0200")  # the same instant, not the UTC header
+    parsed = email.message_from_bytes(mime.build(_message("Hi"), now=NOW, dkim_key=None))
+    assert parsed["Date"] == "Sun, 29 Mar 2026 01:30:00 +0000"
