@@ -5,6 +5,7 @@ re-checks everything. `reconcile` re-enqueues due messages that have no live job
 releases expired leases, so a worker crash or a Redis flush loses nothing.
 """
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -129,23 +130,31 @@ def _starting(mailbox_ids):
         logger.warning("Could not clear the pending marks of %d mailboxes.", len(mailbox_ids), exc_info=True)
 
 
+def share(limit: int, mailboxes: int) -> int:
+    """How many messages one claim takes at most from each of `mailboxes` mailboxes: an equal share of
+    `limit`. A mailbox that gave its whole share may have more due; one that gave less has none left
+    (or none this job may take)."""
+    return max(1, -(-limit // max(1, mailboxes)))
+
+
 def _claim(mailbox_ids, limit: int, now=None) -> list:
-    """Claims up to `limit` due waiting messages of these mailboxes with a lease (SKIP LOCKED, so
-    workers share a backlog without waiting on each other), oldest first; a mailbox with a
-    `per_minute_cap` gets no more than its minute allows. A retry is due at its time; a first attempt
-    up to a second early, as its job was queued at once. Returns the claimed messages (the fields
-    hand-off reads, as the claim left them), oldest first."""
+    """Claims due waiting messages of these mailboxes with a lease (SKIP LOCKED, so workers share a
+    backlog without waiting on each other): from each mailbox its oldest, up to its `share` of `limit`;
+    a mailbox with a `per_minute_cap` gets no more than its minute allows. A retry is due at its time;
+    a first attempt up to a second early, as its job was queued at once. Returns the claimed messages
+    (the fields hand-off reads, as the claim left them), oldest first."""
     now = now or timezone.now()
+    each = share(limit, len(mailbox_ids))
     claimed = []
     with transaction.atomic():
         capped = list(Mailbox.objects.select_for_update().filter(pk__in=list(mailbox_ids), per_minute_cap__isnull=False)
                       .only("id", "per_minute_cap").order_by("pk"))
         free = sorted(set(mailbox_ids) - {m.pk for m in capped})
         if free:
-            claimed += _claim_rows(free, limit, now)
+            claimed += _claim_rows(free, each, now)
         for mailbox in capped:  # no more than per_minute_cap hand-offs in any 60 seconds
             latest = _minute(mailbox, now)
-            allowance = min(limit, mailbox.per_minute_cap - len(latest))
+            allowance = min(each, mailbox.per_minute_cap - len(latest))
             if allowance <= 0:
                 _hold_for_minute_cap(mailbox, latest, now)
             else:
@@ -153,31 +162,39 @@ def _claim(mailbox_ids, limit: int, now=None) -> list:
     return sorted(claimed, key=lambda m: (m.scheduled_at, m.pk))
 
 
-def _claim_rows(mailbox_ids, limit, now) -> list:
-    """Only mailboxes that may send now (active, domain and workspace not paused) have messages
-    claimed: a pause holds the next batch without its messages being taken and given back. The claim
-    returns the claimed rows' hand-off fields itself: no second read of the messages."""
+def _claim_rows(mailbox_ids, each, now) -> list:
+    """Up to `each` of every mailbox's due messages, oldest first. Each mailbox's are read in the order of
+    its waiting messages' index, which stops at `each`: a claim reads what it takes, however long the
+    backlog (not every waiting message of the job's mailboxes, sorted). Only mailboxes that may send now
+    (active, domain and workspace not paused) have messages claimed: a pause holds the next batch without
+    its messages being taken and given back. The claim returns the claimed rows' hand-off fields itself:
+    no second read of the messages."""
     table = Message._meta.db_table
     mailboxes, domains = Mailbox._meta.db_table, Mailbox._meta.get_field("domain").related_model._meta.db_table
     workspaces = Mailbox._meta.get_field("workspace").related_model._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    if connection.vendor == "postgresql":  # one statement text for any number of mailboxes: prepared
-        among, ids = "= ANY(%s)", [list(mailbox_ids)]
-    else:
-        among, ids = f"IN ({', '.join(['%s'] * len(mailbox_ids))})", list(mailbox_ids)
+    due = (f"SELECT id FROM {table} WHERE {{mailbox}} AND status IN ('queued', 'scheduled', 'deferred') "
+           f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
+           f"ORDER BY scheduled_at, id LIMIT %s{lock}")
+    may_send = (f"SELECT b.id FROM {mailboxes} b JOIN {domains} d ON d.id = b.domain_id "
+                f"JOIN {workspaces} w ON w.id = b.workspace_id "
+                f"WHERE b.id {{among}} AND b.status = 'active' AND NOT d.paused AND NOT w.paused")
+    claim = (f"UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, updated_at = %s "
+             f"WHERE id IN ({{ids}}) RETURNING {_HAND_OFF_COLUMNS}")
+    lease = now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS)
+    window = [now, now + dt.timedelta(seconds=1), each]
+    rows = []
     with prepared.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET status = 'sending', lease_expires_at = %s, attempts = attempts + 1, updated_at = %s "
-            f"WHERE id IN (SELECT id FROM {table} WHERE mailbox_id IN ("
-            f"SELECT b.id FROM {mailboxes} b JOIN {domains} d ON d.id = b.domain_id "
-            f"JOIN {workspaces} w ON w.id = b.workspace_id "
-            f"WHERE b.id {among} AND b.status = 'active' AND NOT d.paused AND NOT w.paused) "
-            f"AND status IN ('queued', 'scheduled', 'deferred') "
-            f"AND (scheduled_at <= %s OR (status <> 'deferred' AND scheduled_at <= %s)) "
-            f"ORDER BY scheduled_at, id LIMIT %s{lock}) RETURNING {_HAND_OFF_COLUMNS}",
-            [now + dt.timedelta(seconds=settings.DISPATCH_LEASE_SECONDS), now, *ids,
-             now, now + dt.timedelta(seconds=1), limit])
-        return _claimed_messages(cursor.fetchall())
+        if connection.vendor == "postgresql":  # one statement for any number of mailboxes (prepared)
+            mine = f"SELECT m.id FROM ({may_send.format(among='= ANY(%s)')}) b, LATERAL ({due.format(mailbox='mailbox_id = b.id')}) m"
+            cursor.execute(claim.format(ids=mine), [lease, now, list(mailbox_ids), *window])
+            rows = cursor.fetchall()
+        else:  # a statement per mailbox where LATERAL and arrays are not to be had
+            for mailbox_id in mailbox_ids:
+                mine = due.format(mailbox=f"mailbox_id = %s AND mailbox_id IN ({may_send.format(among='= %s')})")
+                cursor.execute(claim.format(ids=mine), [lease, now, mailbox_id, mailbox_id, *window])
+                rows += cursor.fetchall()
+    return _claimed_messages(rows)
 
 
 # The claim's RETURNING list: the hand-off fields in the model's order, as Model.from_db takes them.
@@ -282,13 +299,14 @@ def dispatch_mailboxes(mailbox_ids):
         outcomes = {}
         senders = Senders(mailbox_ids)
         while mailbox_ids:
+            each = share(batch_size(), len(mailbox_ids))
             claimed = _claim(mailbox_ids, batch_size())
             for outcome in _hand_off(claimed, senders):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if len(claimed) < batch_size():
-                break
+            # The next batch is claimed of the mailboxes that gave their whole share (they may have more due).
             # A mailbox stopped by a pause gave its messages back: claiming them again would spin. Resume enqueues them.
-            mailbox_ids = [pk for pk in mailbox_ids if pk not in senders.paused]
+            taken = collections.Counter(m.mailbox_id for m in claimed)
+            mailbox_ids = [pk for pk in mailbox_ids if taken[pk] >= each and pk not in senders.paused]
         return ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())) or "nothing due"
 
 

@@ -75,7 +75,9 @@ class Message(models.Model):
             models.Index(fields=["workspace", "thread_key", "-created_at"], name="message_thread",
                          condition=~models.Q(thread_key="")),
             models.Index(fields=["workspace", "scheduled_at"], name="message_ws_scheduled"),
-            models.Index(fields=["mailbox", "scheduled_at"], name="message_mailbox_waiting",
+            # A mailbox's due messages in the order the claim takes them (`id` breaks ties), so a claim reads
+            # only what it takes.
+            models.Index(fields=["mailbox", "scheduled_at", "id"], name="message_mailbox_waiting",
                          condition=models.Q(status__in=["queued", "scheduled", "deferred"])),
             # A mailbox's handed-off sends in a time range (health rates, the per-minute cap, bounce matching),
             # from this index alone. Only handed-off messages have a `sent_at`, so no index of every row is needed.

@@ -185,3 +185,70 @@ def test_a_job_reads_its_mailboxes_once_whatever_its_batches(api, sending_setup,
     reads = [q["sql"] for q in queries.captured_queries if 'FROM "mailboxes_mailbox" INNER JOIN' in q["sql"]]
     assert len(reads) == 1, reads
     assert sum('FROM "providers_providerconnection"' in q["sql"] for q in queries.captured_queries) == 1
+
+
+def _queue_batch(api, count, sender, start=0):
+    r = api.post("/api/v1/messages/batch", {"messages": [
+        {"to": f"lead{n}@example.com", "from": sender, "subject": f"s{n}", "text": "t"} for n in range(start, start + count)]},
+        format="json")
+    assert r.status_code == 200 and all("id" in item for item in r.json()["results"])
+
+
+def _plan_nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_a_claim_reads_only_what_it_takes_however_long_the_backlog(api, sending_setup):
+    """Each mailbox gives the claim its oldest due messages up to its share of the batch, read in the
+    order of its waiting messages' index: a mailbox with a long backlog costs the claim no more."""
+    from django.db import transaction
+
+    ann, bob = sending_setup["mailboxes"][:2]
+    _queue_batch(api, 40, ann.address)
+    _queue_batch(api, 3, bob.address, start=100)
+    oldest = {m: list(Message.objects.filter(mailbox=m).order_by("scheduled_at", "id").values_list("pk", flat=True))
+              for m in (ann, bob)}
+    with CaptureQueriesContext(connection) as queries:
+        claimed = dispatch._claim([ann.pk, bob.pk], 6)
+    assert {m.pk for m in claimed} == {*oldest[ann][:3], *oldest[bob][:3]}  # a share of 3 each, oldest first
+    [claim] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    with transaction.atomic():  # the same claim again, measured, and undone
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + claim)
+            [plan] = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    scans = [n for n in _plan_nodes(plan["Plan"]) if n.get("Index Name") == "message_mailbox_waiting"]
+    assert scans, plan
+    # It took ann's next 3 (bob has none left) and read no more of the 37 waiting: no sort of the backlog
+    # (EXPLAIN gives a scan's rows as an average over its loops, one per mailbox: about 3 in all).
+    assert plan["Plan"]["Actual Rows"] == 3
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) <= 4
+    assert not [n for n in _plan_nodes(plan["Plan"]) if n["Node Type"] == "Sort"]
+
+
+def test_a_job_sends_every_mailbox_s_backlog_however_uneven(api, sending_setup, smtp_sink, settings, monkeypatch):
+    """A batch takes an equal share of each mailbox; the next batch goes on with the mailboxes that gave
+    their whole share, until none has more due. Each mailbox's messages go out oldest first."""
+    import email
+
+    settings.DISPATCH_BATCH_SIZE = 4
+    ann, bob, cat = sending_setup["mailboxes"]
+    _queue_batch(api, 9, ann.address)
+    _queue_batch(api, 2, bob.address, start=100)
+    claim, batches = dispatch._claim, []
+
+    def recorded(*args, **kwargs):
+        batches.append(claim(*args, **kwargs))
+        return batches[-1]
+
+    monkeypatch.setattr(dispatch, "_claim", recorded)
+    assert dispatch.dispatch_mailboxes([ann.pk, bob.pk, cat.pk]) == "11 sent"
+    # Shares of 2 of three mailboxes: ann 2, bob 2, cat none; of ann and bob: ann 2, bob none left; then
+    # ann's 4, and her last one (fewer than her share: done).
+    assert [sorted(m.from_address.split("@")[0] for m in batch) for batch in batches] == [
+        ["ann", "ann", "bob", "bob"], ["ann", "ann"], ["ann"] * 4, ["ann"]]
+    subjects = [email.message_from_bytes(data)["Subject"] for _, _, data in smtp_sink.messages]
+    oldest_first = list(Message.objects.filter(mailbox=ann).order_by("scheduled_at", "id").values_list("subject", flat=True))
+    assert [s for s in subjects if int(s[1:]) < 100] == oldest_first
