@@ -186,7 +186,8 @@ def _claim_rows(mailbox_ids, each, now) -> list:
     rows = []
     with prepared.cursor() as cursor:
         if connection.vendor == "postgresql":  # one statement for any number of mailboxes (prepared)
-            mine = f"SELECT m.id FROM ({may_send.format(among='= ANY(%s)')}) b, LATERAL ({due.format(mailbox='mailbox_id = b.id')}) m"
+            mine = (f"SELECT m.id FROM ({may_send.format(among='= ANY(%s)')}) b, "
+                    f"LATERAL ({due.format(mailbox='mailbox_id = b.id')}) m")
             cursor.execute(claim.format(ids=mine), [lease, now, list(mailbox_ids), *window])
             rows = cursor.fetchall()
         else:  # a statement per mailbox where LATERAL and arrays are not to be had

@@ -188,9 +188,9 @@ def test_a_job_reads_its_mailboxes_once_whatever_its_batches(api, sending_setup,
 
 
 def _queue_batch(api, count, sender, start=0):
-    r = api.post("/api/v1/messages/batch", {"messages": [
-        {"to": f"lead{n}@example.com", "from": sender, "subject": f"s{n}", "text": "t"} for n in range(start, start + count)]},
-        format="json")
+    items = [{"to": f"lead{n}@example.com", "from": sender, "subject": f"s{n}", "text": "t"}
+             for n in range(start, start + count)]
+    r = api.post("/api/v1/messages/batch", {"messages": items}, format="json")
     assert r.status_code == 200 and all("id" in item for item in r.json()["results"])
 
 
@@ -250,5 +250,6 @@ def test_a_job_sends_every_mailbox_s_backlog_however_uneven(api, sending_setup, 
     assert [sorted(m.from_address.split("@")[0] for m in batch) for batch in batches] == [
         ["ann", "ann", "bob", "bob"], ["ann", "ann"], ["ann"] * 4, ["ann"]]
     subjects = [email.message_from_bytes(data)["Subject"] for _, _, data in smtp_sink.messages]
-    oldest_first = list(Message.objects.filter(mailbox=ann).order_by("scheduled_at", "id").values_list("subject", flat=True))
+    oldest_first = list(Message.objects.filter(mailbox=ann).order_by("scheduled_at", "id")
+                        .values_list("subject", flat=True))
     assert [s for s in subjects if int(s[1:]) < 100] == oldest_first
