@@ -191,9 +191,10 @@ def _claim_rows(mailbox_ids, each, now) -> list:
             cursor.execute(claim.format(ids=mine), [lease, now, list(mailbox_ids), *window])
             rows = cursor.fetchall()
         else:  # a statement per mailbox where LATERAL and arrays are not to be had
+            mine = due.format(mailbox=f"mailbox_id = %s AND mailbox_id IN ({may_send.format(among='= %s')})")
+            one = claim.format(ids=mine)
             for mailbox_id in mailbox_ids:
-                mine = due.format(mailbox=f"mailbox_id = %s AND mailbox_id IN ({may_send.format(among='= %s')})")
-                cursor.execute(claim.format(ids=mine), [lease, now, mailbox_id, mailbox_id, *window])
+                cursor.execute(one, [lease, now, mailbox_id, mailbox_id, *window])
                 rows += cursor.fetchall()
     return _claimed_messages(rows)
 

@@ -33,10 +33,11 @@ def test_hand_off_reads_in_a_fixed_number_of_statements(api, sending_setup, smtp
     assert len(smtp_sink.messages) == 12
 
 
-def _queue(api, count, sender):
-    for n in range(count):
-        assert api.post("/api/v1/messages", {"to": f"lead{n}@example.com", "from": sender, "subject": "s", "text": "t"},
-                        format="json").status_code == 202
+def _queue(api, count, sender, start=0):
+    items = [{"to": f"lead{n}@example.com", "from": sender, "subject": f"s{n}", "text": "t"}
+             for n in range(start, start + count)]
+    r = api.post("/api/v1/messages/batch", {"messages": items}, format="json")
+    assert r.status_code == 200 and all("id" in item for item in r.json()["results"])
 
 
 def test_a_pause_during_a_job_holds_its_next_batch(api, sending_setup, smtp_sink, settings, monkeypatch):
@@ -187,13 +188,6 @@ def test_a_job_reads_its_mailboxes_once_whatever_its_batches(api, sending_setup,
     assert sum('FROM "providers_providerconnection"' in q["sql"] for q in queries.captured_queries) == 1
 
 
-def _queue_batch(api, count, sender, start=0):
-    items = [{"to": f"lead{n}@example.com", "from": sender, "subject": f"s{n}", "text": "t"}
-             for n in range(start, start + count)]
-    r = api.post("/api/v1/messages/batch", {"messages": items}, format="json")
-    assert r.status_code == 200 and all("id" in item for item in r.json()["results"])
-
-
 def _plan_nodes(node):
     yield node
     for child in node.get("Plans", []):
@@ -206,8 +200,8 @@ def test_a_claim_reads_only_what_it_takes_however_long_the_backlog(api, sending_
     from django.db import transaction
 
     ann, bob = sending_setup["mailboxes"][:2]
-    _queue_batch(api, 40, ann.address)
-    _queue_batch(api, 3, bob.address, start=100)
+    _queue(api, 40, ann.address)
+    _queue(api, 3, bob.address, start=100)
     oldest = {m: list(Message.objects.filter(mailbox=m).order_by("scheduled_at", "id").values_list("pk", flat=True))
               for m in (ann, bob)}
     with CaptureQueriesContext(connection) as queries:
@@ -235,8 +229,8 @@ def test_a_job_sends_every_mailbox_s_backlog_however_uneven(api, sending_setup, 
 
     settings.DISPATCH_BATCH_SIZE = 4
     ann, bob, cat = sending_setup["mailboxes"]
-    _queue_batch(api, 9, ann.address)
-    _queue_batch(api, 2, bob.address, start=100)
+    _queue(api, 9, ann.address)
+    _queue(api, 2, bob.address, start=100)
     claim, batches = dispatch._claim, []
 
     def recorded(*args, **kwargs):
