@@ -14,6 +14,7 @@ from importlib import import_module
 from django.db import close_old_connections
 from rq import SimpleWorker
 
+from controlplane import runtime
 from providers.base import load_transports
 
 JOB_MODULES = ("controlplane.dispatch", "controlplane.webhooks", "mailboxes.jobs")
@@ -24,6 +25,10 @@ load_transports()
 
 
 class Worker(SimpleWorker):
+    def work(self, *args, **kwargs):
+        runtime.settle()  # all loaded: what is alive now lives as long as the process
+        return super().work(*args, **kwargs)
+
     def perform_job(self, job, queue, *args, **kwargs):
         close_old_connections()
         try:

@@ -4,6 +4,8 @@ from importlib import import_module
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
+from controlplane import runtime
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 application = get_wsgi_application()
 
@@ -14,3 +16,4 @@ application = get_wsgi_application()
 get_resolver().url_patterns
 for module in ("controlplane.dispatch", "controlplane.effects"):
     import_module(module)
+runtime.settle()
