@@ -8,7 +8,6 @@ releases expired leases, so a worker crash or a Redis flush loses nothing.
 import collections
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import time
@@ -29,7 +28,7 @@ from controlplane.queues import queue
 from mailboxes.models import Mailbox
 from mailboxes.dns import dkim
 from mailboxes.services import caps
-from providers.base import OutgoingMessage, SendResult, TransientError, transport_for
+from providers.base import PAUSE, TURN, OutgoingMessage, SendResult, TransientError, transport_for
 from suppression import services as suppression
 
 logger = logging.getLogger(__name__)
@@ -345,7 +344,8 @@ class Senders:
 
 
 def _hand_off(messages, senders=None):
-    """Hands off claimed messages (as `_claim` returns them)."""
+    """Hands off claimed messages (as `_claim` returns them): each mailbox's as one burst over its
+    connection, the mailboxes side by side (`_side_by_side`)."""
     if not messages:
         return []
     senders = senders or Senders()
@@ -362,13 +362,16 @@ def _hand_off(messages, senders=None):
         by_workspace.setdefault(message.workspace_id, []).append(message)
     blocked = {ws: suppression.suppressed_many(group[0].workspace, [m.to_address for m in group])
                for ws, group in by_workspace.items()}
-    outcomes, sent_from, journaled = [], set(), []
+    outcomes, sent_from, journal = [], set(), Journal()
     try:
-        with prepared.SentAhead(_journal_sql(connection.vendor)) as journal:
-            for group in by_mailbox.values():
-                _hand_off_group(group, senders, journal, journaled, deadline, blocked, outcomes, sent_from)
+        streams = [_hand_off_group(group, senders, journal, deadline, blocked, outcomes, sent_from)
+                   for group in by_mailbox.values()]
+        _side_by_side(streams, between=journal.flush)
     finally:  # what went out is recorded, whatever stopped the batch (else the reconciler does it)
-        apply_hand_offs(journaled)
+        try:
+            journal.flush()
+        finally:
+            apply_hand_offs(journal.recorded)
     # A mailbox that sends again loses its last error (read with it, and kept up to date by this worker).
     recovered = [pk for pk in sent_from if mailboxes[pk].last_error]
     if recovered:
@@ -378,11 +381,60 @@ def _hand_off(messages, senders=None):
     return outcomes
 
 
-def _hand_off_group(group, senders, journal, journaled, deadline, blocked, outcomes, sent_from):
-    """One mailbox's claimed messages, as one burst over its provider connection. Each accepted one is
-    journaled (`journal`, a `prepared.SentAhead`, its id added to `journaled`) while the next is built;
-    its journal row is committed before anything else touches the database and before the next
-    message's content is written, so a worker that dies repeats at most the message in flight."""
+def _side_by_side(streams, *, between):
+    """Runs the mailboxes' bursts side by side, one step each in turn: every connection gets its next
+    write before the worker waits on any server's reply (a stream yields TURN there), so a batch waits
+    about one round trip per message of its busiest mailbox rather than one per message. A stream
+    that reaches the point between two messages (PAUSE) waits there until every other one has too;
+    then `between()` runs once for all of them (the journal is committed) and they go on."""
+    ready, paused = list(streams), []
+    try:
+        while ready or paused:
+            if not ready:
+                between()
+                ready, paused = paused, []
+            turned = []
+            for stream in ready:
+                for marker in stream:
+                    (turned if marker is TURN else paused).append(stream)
+                    break
+            ready = turned
+    finally:  # stopped early: every connection still open is dropped by its transport
+        for stream in streams:
+            stream.close()
+
+
+class Journal:
+    """The journal rows (see HandOff) of accepted messages, written in one statement per round
+    (`flush`): each round's rows are committed before any of their connections writes its next
+    message's content, so a worker that dies repeats at most the message in flight on each of its
+    connections. `recorded` holds the ids of the messages whose rows were written."""
+
+    def __init__(self):
+        self.rows, self.recorded = [], []
+
+    def add(self, message, result):
+        self.rows.append([message.pk, new_id("evt"), timezone.now(), message.message_id_header,
+                          result.provider_message_id, result.response[:2000],
+                          json.dumps(_sent_data(message, result))])
+
+    def flush(self):
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        with prepared.cursor() as cursor:
+            if connection.vendor == "postgresql":  # one statement for any number of rows (prepared)
+                cursor.execute(_JOURNAL_MANY, [list(column) for column in zip(*rows)])
+            else:
+                with transaction.atomic():
+                    cursor.executemany(_JOURNAL_ONE, rows)
+        self.recorded += [row[0] for row in rows]
+
+
+def _hand_off_group(group, senders, journal, deadline, blocked, outcomes, sent_from):
+    """One mailbox's claimed messages, as one burst over its provider connection: a generator of the
+    TURN and PAUSE markers `_side_by_side` runs it by. Each accepted message goes to the `journal`,
+    which is committed at the next PAUSE, before the next message's content is written."""
     first = group[0]
     try:
         policy.check_pauses(workspace=first.workspace, mailbox=first.mailbox)
@@ -395,31 +447,30 @@ def _hand_off_group(group, senders, journal, journaled, deadline, blocked, outco
     def outgoing():
         """The group's messages as they go out (each built when the transport is ready for it)."""
         for n, message in enumerate(group):
+            if n:
+                yield PAUSE  # the last one is in the journal before this one goes
             if time.monotonic() > deadline:  # the lease runs out: give the rest back rather than race a reconciler
-                journal.wait()
                 _give_back(group[n:])
                 outcomes.append("given back")
                 return
             if message.to_address in blocked[message.workspace_id]:
-                journal.wait()
                 outcomes.append(_stopped(message, policy.suppressed_rejection(message.workspace, message.to_address)))
                 continue
-            item = (message, _outgoing(message, key))
-            journal.wait()  # the last one is in the journal before this one goes
-            yield item
-        journal.wait()  # ... and before the transport ends the last message
+            yield message, _outgoing(message, key)
+        yield PAUSE  # ... and before the transport ends the last message
 
-    with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing())) as results:
-        for message, result in results:
+    with contextlib.closing(transport_for(first.mailbox.provider).send_many(outgoing(), turns=True)) as results:
+        for item in results:
+            if item is TURN or item is PAUSE:
+                yield item
+                continue
+            message, result = item
             if isinstance(result, SendResult):
-                _journal(message, result, journal)
-                journaled.append(message.pk)
+                journal.add(message, result)
                 sent_from.add(first.mailbox_id)
                 outcomes.append("sent")
             else:
-                journal.wait()
                 outcomes.append(_not_sent(message, result))
-    journal.wait()
 
 
 def _outgoing(message, key) -> OutgoingMessage:
@@ -448,18 +499,11 @@ def _sent_data(message, result):
             "provider_message_id": result.provider_message_id, "response": result.response[:500]}
 
 
-@functools.lru_cache(maxsize=2)
-def _journal_sql(vendor) -> str:
-    table = HandOff._meta.db_table
-    return (f"INSERT INTO {table} (message_id, event_id, sent_at, message_id_header, provider_message_id, "
-            f"provider_response, event_data) VALUES (%s, %s, %s, %s, %s, %s, %s{'::jsonb' if vendor == 'postgresql' else ''})")
-
-
-def _journal(message, result, journal):
-    """Records that the provider accepted `message`: one narrow row, committed on its own and applied to
-    the message and its events with the rest of the batch (`apply_hand_offs`)."""
-    journal.send([message.pk, new_id("evt"), timezone.now(), message.message_id_header, result.provider_message_id,
-                  result.response[:2000], json.dumps(_sent_data(message, result))])
+_JOURNAL_COLUMNS = ("message_id, event_id, sent_at, message_id_header, provider_message_id, provider_response, "
+                    "event_data")
+_JOURNAL_ONE = f"INSERT INTO {HandOff._meta.db_table} ({_JOURNAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+_JOURNAL_MANY = (f"INSERT INTO {HandOff._meta.db_table} ({_JOURNAL_COLUMNS}) SELECT * FROM unnest(%s::text[], "
+                 f"%s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::jsonb[])")
 
 
 _HAND_OFF_TABLE, _MESSAGE_TABLE, _EVENT_TABLE = HandOff._meta.db_table, Message._meta.db_table, Event._meta.db_table

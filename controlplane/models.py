@@ -119,11 +119,13 @@ class Event(models.Model):
 
 
 class HandOff(models.Model):
-    """The hand-off journal: "the provider accepted this message", written the moment it answered.
+    """The hand-off journal: "the provider accepted this message", written before anything more goes
+    over that message's connection.
 
-    One narrow row per accepted message is the only write of a burst per message; the status change to
-    `sent` and the `message.sent` event (carried here, ready to insert) are applied from these rows once
-    per claimed batch, in one transaction (`dispatch.apply_hand_offs`). A worker that dies before that
+    One narrow row per accepted message is the only write of a burst per message (a batch's connections
+    take turns, and each turn's rows are one statement: `dispatch.Journal`); the status change to `sent`
+    and the `message.sent` event (carried here, ready to insert) are applied from these rows once per
+    claimed batch, in one transaction (`dispatch.apply_hand_offs`). A worker that dies before that
     leaves its rows behind, and the reconciler applies them before it releases the expired leases: so a
     message is handed off again only if its worker died between the provider's answer and this row
     (contract §4.8). A row exists only while its message is `sending`; `message_id` is a plain column

@@ -38,6 +38,18 @@ class SendResult:
     response: str
 
 
+class _Marker:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+# In `send_many` streams: the transport wrote and now waits on the server; the caller's pause between messages.
+TURN, PAUSE = _Marker("TURN"), _Marker("PAUSE")
+
+
 class Transport:
     """One per ProviderConnection kind. `send` raises TransientError or PermanentError."""
 
@@ -49,13 +61,22 @@ class Transport:
     def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
 
-    def send_many(self, items):
+    def send_many(self, items, *, turns=False):
         """(tag, OutgoingMessage) pairs in, (tag, SendResult or TransportError) out, in the same order.
 
         A generator: it takes the next pair only when it is ready to send it, so the caller may prepare
         each message as it goes. Close it (`contextlib.closing`) when stopping early. This default sends
-        one at a time; a transport that can overlap messages (SMTP PIPELINING) overrides it."""
-        for tag, message in items:
+        one at a time; a transport that can overlap messages (SMTP PIPELINING) overrides it.
+
+        For a caller that runs several of these side by side (one per mailbox connection): a `PAUSE`
+        among the items comes out again where it stands, and with `turns` a transport that writes to a
+        server and then waits for its reply yields `TURN` in between, so that the caller can write to
+        the other servers before waiting on this one."""
+        for item in items:
+            if item is PAUSE:
+                yield PAUSE
+                continue
+            tag, message = item
             yield tag, outcome(self.send, message)
 
     def close(self):

@@ -10,7 +10,7 @@ import threading
 import time
 
 from providers.base import (
-    OutgoingMessage, PermanentError, SendResult, TransientError, Transport, TransportError, register,
+    PAUSE, TURN, OutgoingMessage, PermanentError, SendResult, TransientError, Transport, TransportError, register,
 )
 
 TIMEOUT_SECONDS = 30  # per socket operation; settings.SMTP_TIMEOUT_SECONDS overrides it
@@ -112,12 +112,15 @@ class SmtpTransport(Transport):
             raise result
         return result
 
-    def send_many(self, items):
+    def send_many(self, items, *, turns=False):
         """One message after another over each mailbox's connection (see `_Exchange`)."""
-        exchange = _Exchange(self)
+        exchange = _Exchange(self, turns=turns)
         try:
-            for tag, message in items:
-                yield from exchange.add(tag, message)
+            for item in items:
+                if item is PAUSE:
+                    yield PAUSE
+                    continue
+                yield from exchange.add(*item)
             yield from exchange.end()
         finally:
             exchange.drop()  # stopped early: what is left of the exchange is abandoned
@@ -137,10 +140,14 @@ class _Exchange:
     message's content is written only once its envelope was accepted. A connection the server closed
     before a message's content was written (an idle one it dropped, a cap on messages per connection)
     is replaced once for that message; after its content was written, a lost connection is a
-    transient failure, never a second copy."""
+    transient failure, never a second copy.
 
-    def __init__(self, transport):
+    With `turns`, it yields TURN after each write that a reply must follow, before it reads the reply
+    (see `Transport.send_many`)."""
+
+    def __init__(self, transport, *, turns=False):
         self.transport = transport
+        self.turns = turns
         self.key = self.client = None
         self.pending = None  # (tag, message) whose DATA the server accepted: its content goes with the next write
 
@@ -158,12 +165,14 @@ class _Exchange:
         pending, self.pending = self.pending, None
         if isinstance(commands, TransportError):  # nothing of it can be written: the last message ends alone
             if pending is not None:
-                yield pending[0], self.content(pending[1])
+                yield pending[0], (yield from self.content(pending[1]))
             yield tag, commands
             return
         try:
             if pipelining:
                 self.client.send((_content(pending[1]) if pending else b"") + b"".join(commands))
+                if self.turns:
+                    yield TURN
                 if pending is not None:
                     result = _final_reply(self.client, pending[1])
                     tag_before, pending = pending[0], None
@@ -190,12 +199,15 @@ class _Exchange:
         elif pipelining:
             self.pending = (tag, message)
         else:
-            yield tag, self.content(message)
+            yield tag, (yield from self.content(message))
 
     def content(self, message):
-        """Writes the message's content and reads the server's answer to it."""
+        """Writes the message's content and reads the server's answer to it (a generator that yields
+        only TURN: `yield from` it for the result)."""
         try:
             self.client.send(_content(message))
+            if self.turns:
+                yield TURN
             result = _final_reply(self.client, message)
         except (OSError, smtplib.SMTPException) as exc:
             self.drop()
@@ -207,7 +219,7 @@ class _Exchange:
     def end(self):
         """Ends the last message and returns the connection to the pool."""
         pending, self.pending = self.pending, None
-        result = self.content(pending[1]) if pending is not None else None
+        result = (yield from self.content(pending[1])) if pending is not None else None
         if self.client is not None:
             self.transport._checkin(self.key, self.client)
             self.client = None

@@ -1,4 +1,5 @@
-"""kill -9 a real worker process mid-burst: after a reconciler run every message is sent exactly once."""
+"""kill -9 a real worker process mid-burst: after a reconciler run every message is sent, and only what was in
+flight at the kill (a message per connection at most) may go twice."""
 
 import asyncio
 import os
@@ -55,13 +56,15 @@ def test_killed_worker_loses_nothing_and_sends_once(api, sending_setup, smtp_sin
     assert 0 < delivered_before < total, "the worker must die mid-burst"
 
     time.sleep(2.1)  # let the dead worker's lease expire
-    # The burst is one claimed batch: what the server accepted before the kill is in the journal, unapplied.
-    assert dispatch.reconcile()["recorded"] >= delivered_before - 1
+    # The burst is one claimed batch: what the server accepted before the kill is in the journal, unapplied,
+    # but for the message in flight on each of the worker's connections (one per mailbox).
+    connections = len(sending_setup["mailboxes"])
+    assert dispatch.reconcile()["recorded"] >= delivered_before - connections
     run_workers()
     recipients = smtp_sink.recipients()
     assert sorted(set(recipients)) == sorted(f"k{n}@example.com" for n in range(total))
     duplicates = len(recipients) - len(set(recipients))
-    assert duplicates <= 1, "only the message in flight at the kill may go twice"
+    assert duplicates <= connections, "only the message in flight on each connection at the kill may go twice"
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     # What the dead worker had journaled was recorded by the reconciler: one `message.sent` event a message.
     from controlplane.models import Event, HandOff
