@@ -9,17 +9,16 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
-import requests
 from django.conf import settings as django_settings
 
 from controlplane.models import Message
 from mailboxes.models import Mailbox, Pool, SendingDomain
 from providers.services import create_connection
 from scripts.servers import free_port, wait_for_port
-from tests.bench import smtp_replay
+from tests.bench import clients
 from tests.smtpserver import SmtpSink
 from workspaces import services as workspace_services
 
@@ -36,7 +35,18 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 2)))
 # Plain smtplib's best: enough client processes to keep the SMTP server's one core busy (fewer leave it
 # waiting on their round trips: 2 processes sent 3,100–4,000 msg/s, 8 sent 4,000–4,700).
 SMTPLIB_PROCESSES = max(8, WORKERS)
+# Sequencer clients, each a process of its own (tests/bench/clients.py).
 CLIENTS = 4
+
+
+def _start(pool, processes):
+    """Starts every process of `pool` before the clock does (each seen taking a task)."""
+    seen = set()
+    for _ in range(10):
+        seen |= set(pool.map(clients.ready, [0.5] * processes))
+        if len(seen) == processes:
+            return
+    raise AssertionError(f"only {len(seen)} of {processes} client processes started")
 
 
 def _plain_smtplib(port, messages, processes):
@@ -45,9 +55,9 @@ def _plain_smtplib(port, messages, processes):
     clients do not share the sink's interpreter lock)."""
     chunks = [messages[i::processes] for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(smtp_replay.send_all, [0] * processes, [[]] * processes))  # started before the clock
+        _start(pool, processes)
         started = time.perf_counter()
-        sent = sum(pool.map(smtp_replay.send_all, [port] * processes, chunks))
+        sent = sum(pool.map(clients.send_all, [port] * processes, chunks))
         seconds = time.perf_counter() - started
     assert sent == len(messages)
     return seconds
@@ -85,19 +95,14 @@ def test_end_to_end_throughput(workspace, deployed_env, redis_conn, report, batc
             while len(Worker.all(connection=redis_conn)) < WORKERS and time.monotonic() < deadline:
                 time.sleep(0.1)
             url = f"http://127.0.0.1:{port}/api/v1/messages/batch"
-
-            def submit(start):
-                body = {"messages": [{"to": f"lead{n}@example.com", "subject": f"Hello {n}",
-                                      "text": "Hi there, a short cold email body."}
-                                     for n in range(start, min(start + batch, TOTAL))]}
-                r = requests.post(url, json=body, headers={"Authorization": f"Api-Key {key}"}, timeout=600)
-                r.raise_for_status()
-                return [item["error"] for item in r.json()["results"] if "id" not in item]
-
-            started = time.perf_counter()
-            with ThreadPoolExecutor(CLIENTS) as clients:
-                refused = [error for errors in clients.map(submit, range(0, TOTAL, batch)) for error in errors]
-            intake_seconds = time.perf_counter() - started
+            starts = range(0, TOTAL, batch)
+            with ProcessPoolExecutor(CLIENTS, mp_context=multiprocessing.get_context("spawn")) as sequencer:
+                _start(sequencer, CLIENTS)
+                started = time.perf_counter()
+                refused = [error for errors in sequencer.map(clients.submit, [url] * len(starts), [key] * len(starts),
+                                                             starts, [min(batch, TOTAL - n) for n in starts])
+                           for error in errors]
+                intake_seconds = time.perf_counter() - started
             assert not refused, f"{len(refused)} sends refused, e.g. {refused[:3]}"
             while len(sink.messages) < TOTAL:
                 assert all(w.poll() is None for w in workers), "a worker died"
