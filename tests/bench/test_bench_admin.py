@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from controlplane.models import Message
 from controlplane.stats import services as stats
+from controlplane.stats.models import PendingCount
 from mailboxes.models import Mailbox, MailboxDailyUsage, Pool, SendingDomain, WarmupProfile
 from providers import services as provider_services
 
@@ -103,13 +104,13 @@ def _trigger_overhead(workspace, count=100_000):
         for label, prefix in (("with", "msg_trg"), ("without", "msg_raw")):
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred checks pending before ALTER TABLE
             if label == "without":
-                cursor.execute("ALTER TABLE controlplane_message DISABLE TRIGGER stats_message_inserted")
+                cursor.execute("ALTER TABLE controlplane_message DISABLE TRIGGER stats_messages_inserted")
             started = time.perf_counter()
             cursor.execute(insert, [prefix, workspace.pk, mailbox.pk, count])
             figures[label] = (time.perf_counter() - started) * 1000
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             if label == "without":
-                cursor.execute("ALTER TABLE controlplane_message ENABLE TRIGGER stats_message_inserted")
+                cursor.execute("ALTER TABLE controlplane_message ENABLE TRIGGER stats_messages_inserted")
         cursor.execute("DELETE FROM controlplane_message WHERE id LIKE 'msg_trg%%' OR id LIKE 'msg_raw%%'")
     stats.fold(batch=50_000)
     return figures
@@ -117,12 +118,13 @@ def _trigger_overhead(workspace, count=100_000):
 
 def test_admin_pages_at_2000_mailboxes_and_a_million_messages(workspace, client, make_user, report):
     _fill(workspace)
+    pending = PendingCount.objects.count()  # the daily-count triggers' rows: one per statement, mailbox, minute, status
     started = time.perf_counter()
     folded = stats.fold(batch=50_000, max_batches=1000)
     fold_seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE stats_pendingcount")  # as autovacuum keeps the emptied queue in use
-    assert folded >= MESSAGES
+    assert folded == pending and not PendingCount.objects.exists()
     client.force_login(make_user("owner", workspace=workspace, role="owner"))
     busiest = Mailbox.objects.filter(workspace=workspace).order_by("address").first()
     pages = {
@@ -137,9 +139,9 @@ def test_admin_pages_at_2000_mailboxes_and_a_million_messages(workspace, client,
         report(name, f"{page}: median / slowest of {RUNS}", f"{median:.0f} / {worst:.0f} ms ({queries} queries)",
                f"< {TARGET_MS} ms", median < TARGET_MS)
         print(f"  {page}: median {median:.0f} ms, slowest {worst:.0f} ms, {queries} queries")
-    rate = folded / fold_seconds
-    report(name, "daily counts folded (setup)", f"{folded:,} changes in {fold_seconds:.1f} s ({rate:,.0f}/s)")
-    print(f"  folded {folded:,} pending changes in {fold_seconds:.1f} s ({rate:,.0f}/s)")
+    report(name, "daily counts folded (setup)",
+           f"{folded:,} pending rows for {MESSAGES:,} messages in {fold_seconds:.1f} s")
+    print(f"  folded {folded:,} pending rows for {MESSAGES:,} messages in {fold_seconds:.1f} s")
 
     overhead = _trigger_overhead(workspace)
     extra = (overhead["with"] - overhead["without"]) / 100_000 * 1000

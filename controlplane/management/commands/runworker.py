@@ -2,8 +2,8 @@
 
 `rqworker … --with-scheduler` releases jobs queued for later (retries, scheduled sends);
 a child `rqcron controlplane.cron` enqueues the periodic jobs (reconciler, daily DNS checks).
-`--processes N` (or `WORKER_PROCESSES`) runs N RQ workers: hand-off spends most of its time
-waiting on SMTP servers and the database, so several workers per core keep the cores busy.
+`--processes N` (or `WORKER_PROCESSES`) runs N RQ workers, about one per core: a worker keeps a
+message in flight on each mailbox connection of its job, so it seldom waits on one server.
 Stopping this process stops them all.
 """
 
