@@ -382,7 +382,7 @@ def _hand_off(messages, senders=None):
 
 
 def _side_by_side(streams, *, between):
-    """Runs the mailboxes' bursts side by side, one step each in turn: every connection gets its next
+    """Runs the mailboxes' bursts side by side, in rounds of one step each: every connection gets its next
     write before the worker waits on any server's reply (a stream yields TURN there), so a batch waits
     about one round trip per message of its busiest mailbox rather than one per message. A stream
     that reaches the point between two messages (PAUSE) waits there until every other one has too;

@@ -123,7 +123,7 @@ class HandOff(models.Model):
     over that message's connection.
 
     One narrow row per accepted message is the only write of a burst per message (a batch's connections
-    take turns, and each turn's rows are one statement: `dispatch.Journal`); the status change to `sent`
+    take turns, and each round's rows are one statement: `dispatch.Journal`); the status change to `sent`
     and the `message.sent` event (carried here, ready to insert) are applied from these rows once per
     claimed batch, in one transaction (`dispatch.apply_hand_offs`). A worker that dies before that
     leaves its rows behind, and the reconciler applies them before it releases the expired leases: so a

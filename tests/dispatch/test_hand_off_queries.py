@@ -1,5 +1,5 @@
 """Hand-off's statements: the claim returns its messages, each mailbox (with its domain, workspace and
-provider) is read once per job, one prepared statement journals each turn of the job's connections,
+provider) is read once per job, one prepared statement journals each round of the job's connections,
 nothing is loaded again field by field; and how pauses stop a job."""
 
 import pytest
@@ -26,7 +26,7 @@ def _hand_off(api, count):
 
 def test_hand_off_reads_in_a_fixed_number_of_statements(api, sending_setup, smtp_sink):
     few, many = _hand_off(api, 3), _hand_off(api, 9)
-    # Over three mailboxes, 3 messages are one turn (a message each), 9 are three: one statement per turn journals
+    # Over three mailboxes, 3 messages are one round (a message each), 9 are three: one statement per round journals
     # its hand-offs; everything else (applying the journal too) is per batch.
     assert len(many) - len(few) == 2, "\n".join(many)
     # and no field left out of a batch read is fetched on its own afterwards (Django's refresh_from_db)

@@ -1,4 +1,4 @@
-"""dispatch.Journal: the hand-off journal's rows of one turn, written in one statement."""
+"""dispatch.Journal: the hand-off journal's rows of one round, written in one statement."""
 
 import datetime as dt
 
@@ -28,11 +28,11 @@ def _journal(*numbers):
     return journal
 
 
-def test_a_turns_rows_are_one_statement_and_are_there_once_it_returns():
+def test_a_rounds_rows_are_one_statement_and_are_there_once_it_returns():
     journal = _journal(1, 2, 3)
     with CaptureQueriesContext(connection) as queries:
         journal.flush()
-    assert [q["sql"] for q in queries.captured_queries if "controlplane_handoff" in q["sql"]].__len__() == 1
+    assert len([q for q in queries.captured_queries if "controlplane_handoff" in q["sql"]]) == 1
     rows = list(HandOff.objects.order_by("message_id").values_list("message_id", "provider_response", "event_data"))
     assert rows == [(f"msg_{n}", f"250 ok {n}", {"mailbox": "mbx_1", "provider": "smtp", "provider_message_id": f"<{n}@x>",
                                                 "response": f"250 ok {n}"}) for n in (1, 2, 3)]

@@ -1,5 +1,5 @@
 """A batch's mailboxes take turns: each connection gets its next message before the worker waits on any
-server's reply, and each turn's accepted messages are journaled before their connections go on."""
+server's reply, and each round's accepted messages are journaled before their connections go on."""
 
 import pytest
 
@@ -35,9 +35,9 @@ def test_every_connection_gets_its_next_message_before_the_worker_waits_on_one(a
     dispatch.dispatch_mailboxes([m.pk for m in mailboxes])
     assert Message.objects.filter(status="sent").count() == 9 and len(smtp_sink.messages) == 9
     senders = [who for command, _, who in log if command == "MAIL"]
-    # Turn by turn: a message of each mailbox, then the next of each (one after another, ann's three, then
+    # Round by round: a message of each mailbox, then the next of each (one after another, ann's three, then
     # bob's, would be a round trip to the server for every message).
-    assert [set(senders[turn:turn + 3]) for turn in (0, 3, 6)] == [{m.address for m in mailboxes}] * 3, senders
+    assert [set(senders[n:n + 3]) for n in (0, 3, 6)] == [{m.address for m in mailboxes}] * 3, senders
     assert len({connection for _, connection, _ in log}) == 3
     # Each mailbox's messages still go out in the order they were due (then by id), and all are recorded.
     for mailbox in mailboxes:
