@@ -1,5 +1,5 @@
-"""Statements that run once per message on the hot path, prepared: PostgreSQL parses and plans them
-once per connection instead of on every call.
+"""Statements that run again and again on the hot path (hand-off's claim, journal and application),
+prepared: PostgreSQL parses and plans them once per connection instead of on every call.
 
 Django binds parameters on the client (psycopg's ClientCursor), which cannot prepare, and turns
 psycopg's automatic preparing off so that transaction-pooling proxies keep working. Here a cursor
