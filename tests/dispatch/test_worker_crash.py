@@ -28,7 +28,7 @@ def _worker_env():
     return env
 
 
-def test_killed_worker_loses_nothing_and_sends_once(api, sending_setup, smtp_sink, run_workers):
+def test_killed_worker_loses_nothing_and_repeats_only_what_was_in_flight(api, sending_setup, smtp_sink, run_workers):
     original = smtp_sink.handler.handle_DATA
 
     async def slow_data(server, session, envelope):
