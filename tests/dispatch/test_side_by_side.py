@@ -1,12 +1,24 @@
 """A batch's mailboxes take turns: each connection gets its next message before the worker waits on any
 server's reply, and each round's accepted messages are journaled before their connections go on."""
 
+import asyncio
+
 import pytest
+from django.db import connections
 
 from controlplane import dispatch
 from controlplane.models import HandOff, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _recorded():
+    """Ids of the messages journaled or already applied, read on a connection of this thread's own."""
+    try:
+        return {*HandOff.objects.values_list("message_id", flat=True),
+                *Message.objects.filter(status="sent").values_list("pk", flat=True)}
+    finally:
+        connections.close_all()
 
 
 def _queue(api, mailboxes, per_mailbox):
@@ -55,22 +67,9 @@ def test_what_a_turn_accepted_is_journaled_before_its_connections_write_again(ap
     original = smtp_sink.handler.handle_DATA
 
     async def handle_DATA(server, session, envelope):
-        journaled_at_data.append((id(session), envelope.rcpt_tos[0], await _journal_rows()))
+        rows = await asyncio.get_running_loop().run_in_executor(None, _recorded)
+        journaled_at_data.append((id(session), envelope.rcpt_tos[0], rows))
         return await original(server, session, envelope)
-
-    async def _journal_rows():
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, _rows)
-
-    def _rows():
-        from django.db import connections
-
-        try:
-            return {*HandOff.objects.values_list("message_id", flat=True),  # journaled, or already applied
-                    *Message.objects.filter(status="sent").values_list("pk", flat=True)}
-        finally:
-            connections.close_all()
 
     smtp_sink.handler.handle_DATA = handle_DATA
     dispatch.dispatch_mailboxes([m.pk for m in mailboxes])
